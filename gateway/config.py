@@ -178,6 +178,11 @@ class Config:
     quality_log: Path | None = field(default=None, metadata=_opt(_opt_path, "per-minute media quality JSON lines (default: data_dir/quality.jsonl)"))
     recordings_dir: Path | None = field(default=None, metadata=_opt(_opt_path, "meeting recordings (default: data_dir/recordings)"))
 
+    webhooks: tuple[str, ...] = field(default=(), metadata=_opt(_str_tuple, "URLs meeting events are POSTed to (comma-separated)"))
+    webhook_secret: str | None = field(default=None, metadata=_opt(_opt_str, "HMAC key for X-Vtcgw-Signature (default: generated into data_dir/webhook-secret)"))
+    bad_attempts_per_ip_hour: int = field(default=20, metadata=_opt(_int, "wrong meeting IDs/passcodes one source may key per hour"))
+    max_talkers: int = field(default=4, metadata=_opt(_int, "loudest talkers summed into a meeting's mix"))
+
     drain_s: float = field(default=30.0, metadata=_opt(_float, "on SIGTERM, seconds calls may continue before they are hung up"))
     log_format: str = field(default="auto", metadata=_opt(_log_format, "auto (console on a terminal, else JSON), json or console"))
     log_level: str = field(default="info", metadata=_opt(_str, "debug, info, warning or error"))

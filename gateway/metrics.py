@@ -73,6 +73,12 @@ class Metrics:
         if 1 <= cls <= 6:
             self.counters[f"Sip{cls}xxCodes"].inc()
 
+    def gauge(self, name: str, value: float) -> None:
+        self.set(name, value)
+
+    def adapter_view(self) -> AdapterMetrics:
+        return AdapterMetrics(self)
+
     def value(self, name: str) -> float:
         """Current value of a counter or gauge (tests and the API read it)."""
         metric = self.counters.get(name) or self.gauges[name]
@@ -84,3 +90,28 @@ class Metrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+# Call-level figures (attempts, answered, active) are counted once, by the meetings
+# application, whatever the protocol; signalling adapters count protocol-level ones
+# (failures, SIP status classes, their own rate-limit throttles).
+APPLICATION_OWNED = frozenset({"InboundCallAttempts", "InboundCallsAnswered", "InboundCallsActive"})
+
+
+class AdapterMetrics:
+    """What a signalling adapter sees: the same registry minus the application's figures."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def inc(self, name: str, amount: float = 1) -> None:
+        if name not in APPLICATION_OWNED:
+            self._m.inc(name, amount)
+
+    def add(self, name: str, amount: float) -> None:
+        if name not in APPLICATION_OWNED:
+            self._m.add(name, amount)
+
+    def gauge(self, name: str, value: float) -> None:
+        if name not in APPLICATION_OWNED:
+            self._m.set(name, value)
