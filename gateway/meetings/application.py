@@ -1,0 +1,369 @@
+"""The meetings layer's asyncio adapter: the :class:`CallApplication` the daemon runs.
+
+It feeds calls, digits and the clock into :class:`MeetingControl` and carries out
+the actions that come back: prompts and conferences through the media plane,
+hang-ups through the signalling adapter's :class:`CallControl`, recordings, CDRs,
+webhook events and metrics. No meeting rules live here.
+
+A call in the voice menu or the lobby sits alone in a private conference
+(``menu:<call_id>``) so prompts travel the same media path as meeting audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import structlog
+
+from gateway import logs
+from gateway.calls import Admission, CallControl, DigitSource, IncomingCall
+from gateway.meetings import prompts
+from gateway.meetings.actions import (
+    Action,
+    EnterMeeting,
+    Hangup,
+    MeetingEvent,
+    Play,
+    SetMuted,
+    SetRecording,
+)
+from gateway.meetings.cdr import CallRecord, write_cdr
+from gateway.meetings.control import MeetingControl, PState
+from gateway.meetings.events import Outbox, envelope
+from gateway.meetings.guard import AttemptGuard
+from gateway.meetings.recording import Recorder, beep
+from gateway.rtp.types import MediaKind
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from gateway.config import Config
+    from gateway.meetings.store import MeetingStore
+    from gateway.metrics import Metrics
+    from gateway.rtp.plane import MediaPlane, RtpLeg
+
+log = logs.get_logger("vtcgw.meetings")
+PROMPT_GAP = np.zeros(1600, dtype=np.int16)  # 100 ms at 16 kHz between queued prompts
+PROMPT_RATE = 16000
+HANGUP_GRACE_S = 0.4
+
+
+@dataclass(slots=True, kw_only=True)
+class LiveCall:
+    call: IncomingCall
+    control: CallControl
+    start_wall: float
+    answer_wall: float
+    conference_key: str
+    prompt: Any = None  # PlayHandle of the prompt playing now
+    hangup_handle: asyncio.TimerHandle | None = None
+    meeting_id: str | None = None
+    end_reason: str = "hangup"
+    # the legs as they were at connect: signalling may drop its list before call_ended
+    legs: tuple[RtpLeg, ...] = ()
+
+    def leg(self, kind: MediaKind) -> RtpLeg | None:
+        return next((leg for leg in self.legs if leg.kind is kind), None)
+
+
+class MeetingsApplication:
+    def __init__(self, *, config: Config, store: MeetingStore, media: MediaPlane, metrics: Metrics,
+                 draining: Any = lambda: False) -> None:
+        self.config = config
+        self.store = store
+        self.media = media
+        self.metrics = metrics
+        self._draining = draining
+        self.guard = AttemptGuard(budget=config.bad_attempts_per_ip_hour)
+        self.control = MeetingControl(lookup=store.lookup, check_passcode=store.check_passcode,
+                                      source_allowed=self.guard.allowed, on_bad_attempt=self._bad_attempt)
+        self.calls: dict[str, LiveCall] = {}
+        self.recorders: dict[str, Recorder] = {}
+        self.room_started_wall: dict[str, float] = {}
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self._timer: asyncio.TimerHandle | None = None
+        self.outbox: Outbox | None = None
+
+    # ---- life cycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        secret = self.config.webhook_secret or self._secret_file()
+        self.outbox = Outbox(self.config.path("database"), urls=self.config.webhooks, secret=secret)
+        await self.outbox.start()
+
+    def _secret_file(self) -> str:
+        path: Path = self.config.data_dir / "webhook-secret"
+        if not path.exists():
+            path.write_text(secrets.token_hex(32) + "\n")
+            path.chmod(0o600)
+        return path.read_text().strip()
+
+    async def close(self) -> None:
+        for cid in list(self.calls):
+            self.calls[cid].control.hangup("gateway shutting down")
+            self.call_ended(cid, "gateway shutting down")
+        for rec in self.recorders.values():
+            rec.close()
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.outbox is not None:
+            await self.outbox.close()
+
+    def active_calls(self) -> int:
+        return len(self.calls)
+
+    # ---- CallApplication ------------------------------------------------------------
+    def admit(self, call: IncomingCall) -> Admission:
+        self.metrics.inc("InboundCallAttempts")
+        if self._draining():
+            return Admission.DRAINING
+        if not self.guard.allowed(call.source[0], time.monotonic()):
+            # the adapter counts this refusal in Throttles as it answers it
+            log.warning("source over attempt budget", peer=call.source[0])
+            return Admission.THROTTLED
+        return Admission.ACCEPT
+
+    def call_connected(self, call: IncomingCall, control: CallControl) -> None:
+        now_wall = time.time()
+        live = LiveCall(call=call, control=control, start_wall=now_wall, answer_wall=now_wall,
+                        conference_key=f"menu:{call.call_id}", legs=tuple(control.legs))
+        self.calls[call.call_id] = live
+        self.idle.clear()
+        self.metrics.inc("InboundCallsAnswered")
+        self.metrics.set("InboundCallsActive", len(self.calls))
+        audio, video = live.leg(MediaKind.AUDIO), live.leg(MediaKind.VIDEO)
+        if audio is not None:
+            audio.on_timeout = lambda reason, cid=call.call_id: self._media_timeout(cid, reason)
+        conf = self.media.conference(live.conference_key)
+        conf.join(call.call_id, audio, video)
+        conf.set_lobby(call.call_id, True)
+        with structlog.contextvars.bound_contextvars(call_id=call.call_id):
+            log.info("call connected", protocol=call.protocol.value, transport=call.transport.value,
+                     peer=call.source[0], menu=call.target.menu,
+                     meeting_id=call.target.meeting_id)
+        self._run(self.control.call_connected(call.call_id, call.target, identity=call.from_uri,
+                                              source_ip=call.source[0], now=time.monotonic()))
+
+    def digit(self, call_id: str, digit: str, source: DigitSource, *, suspect: bool = False) -> None:
+        live = self.calls.get(call_id)
+        if live is None:
+            return
+        p = self.control.participants.get(call_id)
+        if p is not None and p.state is PState.MENU and live.prompt is not None:
+            live.prompt.stop()  # barge-in: keying interrupts the menu prompt
+        self._run(self.control.digit(call_id, digit, time.monotonic(), source=source, suspect=suspect))
+
+    def call_ended(self, call_id: str, reason: str) -> None:
+        live = self.calls.pop(call_id, None)
+        if live is None:
+            return
+        if live.hangup_handle is not None:
+            live.hangup_handle.cancel()
+        participant = self.control.participants.get(call_id)
+        moderator = bool(participant and participant.moderator)
+        conf_start = self.room_started_wall.get(live.meeting_id or "")
+        self._run(self.control.call_ended(call_id, time.monotonic()))
+        conf_end = time.time() if conf_start is not None and live.meeting_id not in self.room_started_wall else None
+        conf = self.media.conference(live.conference_key)
+        conf.leave(call_id)
+        self.metrics.set("InboundCallsActive", len(self.calls))
+        live.end_reason = reason if live.end_reason == "hangup" else live.end_reason
+        self._write_cdr(live, moderator, conf_start, conf_end)
+        with structlog.contextvars.bound_contextvars(call_id=call_id):
+            log.info("call ended", reason=live.end_reason, meeting_id=live.meeting_id)
+        if not self.calls:
+            self.idle.set()
+
+    # ---- actions --------------------------------------------------------------------
+    def _run(self, acts: list[Action]) -> None:
+        queued: dict[str, list[str]] = {}
+        for a in acts:
+            match a:
+                case Play(call_id=cid, prompt=name):
+                    queued.setdefault(cid, []).append(name)
+                case EnterMeeting():
+                    self._enter(a)
+                case SetMuted(call_id=cid, muted=muted):
+                    live = self.calls.get(cid)
+                    if live is not None:
+                        self.media.conference(live.conference_key).set_muted(cid, muted)
+                case SetRecording(meeting_id=mid, on=on):
+                    self._recording(mid, on)
+                case Hangup():
+                    self._hangup(a, queued.get(a.call_id, []))
+                case MeetingEvent():
+                    self._event(a)
+        for cid, names in queued.items():
+            self._play(cid, names)
+        self._arm()
+
+    def _play(self, call_id: str, names: list[str]) -> float:
+        live = self.calls.get(call_id)
+        if live is None:
+            return 0.0
+        parts: list[np.ndarray] = []
+        for n in names:
+            parts += [prompts.load(n, PROMPT_RATE), PROMPT_GAP]
+        pcm = np.concatenate(parts)
+        if live.prompt is not None:
+            live.prompt.stop()
+        live.prompt = self.media.conference(live.conference_key).play(call_id, pcm, PROMPT_RATE)
+        return len(pcm) / PROMPT_RATE
+
+    def _enter(self, a: EnterMeeting) -> None:
+        live = self.calls.get(a.call_id)
+        if live is None:
+            return
+        key = f"meeting:{a.meeting_id}"
+        if live.conference_key != key:
+            self.media.conference(live.conference_key).leave(a.call_id)
+            live.conference_key = key
+            conf = self.media.conference(key)
+            conf.join(a.call_id, live.leg(MediaKind.AUDIO), live.leg(MediaKind.VIDEO))
+            if a.meeting_id in self.recorders:
+                conf.on_mix = self.recorders[a.meeting_id].write
+        live.meeting_id = a.meeting_id
+        conf = self.media.conference(key)
+        conf.set_lobby(a.call_id, a.lobby)
+        if not a.lobby:
+            # frozen video after a PIN-entry screen is a known peer failure: ask for a keyframe
+            live.control.request_keyframe()
+            conf.request_keyframe(a.call_id)
+
+    def _hangup(self, a: Hangup, queued_prompts: list[str]) -> None:
+        live = self.calls.get(a.call_id)
+        if live is None:
+            return
+        live.end_reason = a.reason
+        if a.throttle:
+            self.metrics.inc("Throttles")
+            log.warning("attempt limit reached", call_id=a.call_id, peer=live.call.source[0])
+        delay = 0.0
+        if a.after_prompt and queued_prompts:
+            delay = sum(len(prompts.load(n, PROMPT_RATE)) + len(PROMPT_GAP)
+                        for n in queued_prompts) / PROMPT_RATE + HANGUP_GRACE_S
+        loop = asyncio.get_running_loop()
+        live.hangup_handle = loop.call_later(delay, self._do_hangup, a.call_id, a.reason)
+
+    def _do_hangup(self, call_id: str, reason: str) -> None:
+        live = self.calls.get(call_id)
+        if live is not None:
+            live.control.hangup(reason)
+            self.call_ended(call_id, reason)
+
+    def _media_timeout(self, call_id: str, reason: str) -> None:
+        log.warning("media timeout", call_id=call_id, reason=reason)
+        self._do_hangup(call_id, reason)
+
+    def _recording(self, meeting_id: str, on: bool) -> None:
+        conf = self.media.conference(f"meeting:{meeting_id}")
+        rec = self.recorders.pop(meeting_id, None)
+        if rec is not None:
+            conf.on_mix = None
+            path = rec.close()
+            log.info("recording stopped", meeting_id=meeting_id, file=path.name)
+        if on:
+            rec = Recorder(self.config.path("recordings_dir"), meeting_id, sample_rate=16000)
+            self.recorders[meeting_id] = rec
+            conf.on_mix = rec.write
+            log.info("recording started", meeting_id=meeting_id, file=rec.path.name)
+        if conf.participants:
+            conf.play_all(beep(16000, hz=1000 if on else 600), 16000)
+
+    def _event(self, ev: MeetingEvent) -> None:
+        now = time.time()
+        if ev.kind == "MeetingStarted":
+            self.room_started_wall[ev.meeting_id] = now
+            self.metrics.add("MeetingsActive", 1)
+        elif ev.kind == "MeetingEnded":
+            self.room_started_wall.pop(ev.meeting_id, None)
+            self.metrics.add("MeetingsActive", -1)
+        if self.outbox is None:
+            return
+        detail: dict[str, Any] = {"meetingId": ev.meeting_id, "nodeId": self.config.node_id}
+        live = self.calls.get(ev.call_id or "")
+        if live is not None:
+            detail.update(callId=ev.call_id, protocol=live.call.protocol.value,
+                          transport=live.call.transport.value, fromUri=live.call.from_uri)
+        self.outbox.add(envelope(kind=ev.kind, account=self.config.region, region=self.config.region,
+                                 source="vtcgw", resources=[f"meeting/{ev.meeting_id}"], detail=detail,
+                                 now_wall=now))
+
+    def _bad_attempt(self, ip: str, now: float) -> None:
+        self.guard.record(ip, now)
+        if not self.guard.allowed(ip, now):
+            log.warning("source locked out", peer=ip, window_s=self.guard.window_s)
+
+    def _write_cdr(self, live: LiveCall, moderator: bool, conf_start: float | None,
+                   conf_end: float | None) -> None:
+        mid = live.meeting_id
+        meeting = None
+        if mid is not None:
+            try:
+                meeting = self.store.get(mid)
+            except Exception:  # deleted while the call ran: still write the record
+                meeting = None
+        record = CallRecord(
+            account=self.config.region, conference_id=mid, organizer=meeting.host if meeting else "",
+            caller_uri=live.call.from_uri, called_uri=logs.mask_dial_string(live.call.to_uri),
+            protocol=live.call.protocol.value, transport=live.call.transport.value,
+            start_s=live.start_wall, answer_s=live.answer_wall, end_s=time.time(),
+            conference_start_s=conf_start, conference_end_s=conf_end,
+            end_reason=live.end_reason, moderator=moderator, quality=self._final_quality(live))
+        try:
+            write_cdr(self.config.path("cdr_dir"), record)
+        except OSError as exc:
+            log.error("CDR not written", call_id=live.call.call_id, error=str(exc))
+
+    def _final_quality(self, live: LiveCall) -> dict[str, Any]:
+        audio = live.leg(MediaKind.AUDIO)
+        if audio is None:
+            return {}
+        try:
+            return _jsonable(audio.stats())
+        except Exception as exc:  # quality must never cost a CDR
+            log.warning("no final quality", call_id=live.call.call_id, error=str(exc))
+            return {}
+
+    def _arm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.control.get_timer()
+        if deadline is None:
+            return
+        delay = max(0.0, deadline - time.monotonic())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._run(self.control.handle_timer(time.monotonic()))
+
+    # ---- admin API ------------------------------------------------------------------
+    def add_routes(self, app: web.Application) -> None:
+        from gateway.meetings.live_api import add_live_routes
+
+        add_live_routes(app, self)
+
+
+def _jsonable(value: Any) -> Any:
+    import dataclasses
+    import enum
+
+    if dataclasses.is_dataclass(value):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, float | int | str | bool) or value is None:
+        return value
+    return str(value)
