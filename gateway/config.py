@@ -176,6 +176,7 @@ class Config:
     database: Path | None = field(default=None, metadata=_opt(_opt_path, "SQLite meeting directory (default: data_dir/vtcgw.sqlite3)"))
     cdr_dir: Path | None = field(default=None, metadata=_opt(_opt_path, "call detail records root (default: data_dir/cdr)"))
     quality_log: Path | None = field(default=None, metadata=_opt(_opt_path, "per-minute media quality JSON lines (default: data_dir/quality.jsonl)"))
+    quality_interval_s: float = field(default=60.0, metadata=_opt(_float, "seconds between a call's quality-log records"))
     recordings_dir: Path | None = field(default=None, metadata=_opt(_opt_path, "meeting recordings (default: data_dir/recordings)"))
 
     webhooks: tuple[str, ...] = field(default=(), metadata=_opt(_str_tuple, "URLs meeting events are POSTed to (comma-separated)"))
@@ -285,6 +286,8 @@ class Config:
             raise ConfigError("session_expires_s", "must be at least min_se_s (and min_se_s >= 1)")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError("log_level", "must be debug, info, warning or error")
+        if self.quality_interval_s < 1:
+            raise ConfigError("quality_interval_s", "must be at least 1 second")
         if self.sip_rate_limit <= 0:
             raise ConfigError("sip_rate_limit", "must be positive")
         if self.api_token is not None and len(self.api_token) < 8:

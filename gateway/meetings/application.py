@@ -37,6 +37,7 @@ from gateway.meetings.cdr import CallRecord, write_cdr
 from gateway.meetings.control import MeetingControl, PState
 from gateway.meetings.events import Outbox, envelope
 from gateway.meetings.guard import AttemptGuard
+from gateway.meetings.quality_feed import QualityFeed
 from gateway.meetings.recording import Recorder, beep
 from gateway.rtp.types import MediaKind
 
@@ -65,6 +66,7 @@ class LiveCall:
     hangup_handle: asyncio.TimerHandle | None = None
     meeting_id: str | None = None
     end_reason: str = "hangup"
+    quality_timer: asyncio.TimerHandle | None = None
     # the legs as they were at connect: signalling may drop its list before call_ended
     legs: tuple[RtpLeg, ...] = ()
 
@@ -90,6 +92,8 @@ class MeetingsApplication:
         self.idle.set()
         self._timer: asyncio.TimerHandle | None = None
         self.outbox: Outbox | None = None
+        self.quality = QualityFeed(config, metrics)
+        self.quality_interval_s = config.quality_interval_s
 
     # ---- life cycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -143,6 +147,7 @@ class MeetingsApplication:
         conf = self.media.conference(live.conference_key)
         conf.join(call.call_id, audio, video)
         conf.set_lobby(call.call_id, True)
+        self._schedule_quality(live)
         with structlog.contextvars.bound_contextvars(call_id=call.call_id):
             log.info("call connected", protocol=call.protocol.value, transport=call.transport.value,
                      peer=call.source[0], menu=call.target.menu,
@@ -163,8 +168,11 @@ class MeetingsApplication:
         live = self.calls.pop(call_id, None)
         if live is None:
             return
-        if live.hangup_handle is not None:
-            live.hangup_handle.cancel()
+        for handle in (live.hangup_handle, live.quality_timer):
+            if handle is not None:
+                handle.cancel()
+        quality = self._report_quality(live)  # the final, partial minute
+        self.quality.forget(call_id)
         participant = self.control.participants.get(call_id)
         moderator = bool(participant and participant.moderator)
         conf_start = self.room_started_wall.get(live.meeting_id or "")
@@ -174,7 +182,7 @@ class MeetingsApplication:
         conf.leave(call_id)
         self.metrics.set("InboundCallsActive", len(self.calls))
         live.end_reason = reason if live.end_reason == "hangup" else live.end_reason
-        self._write_cdr(live, moderator, conf_start, conf_end)
+        self._write_cdr(live, moderator, conf_start, conf_end, quality)
         with structlog.contextvars.bound_contextvars(call_id=call_id):
             log.info("call ended", reason=live.end_reason, meeting_id=live.meeting_id)
         if not self.calls:
@@ -301,7 +309,7 @@ class MeetingsApplication:
             log.warning("source locked out", peer=ip, window_s=self.guard.window_s)
 
     def _write_cdr(self, live: LiveCall, moderator: bool, conf_start: float | None,
-                   conf_end: float | None) -> None:
+                   conf_end: float | None, quality: dict[str, Any]) -> None:
         mid = live.meeting_id
         meeting = None
         if mid is not None:
@@ -315,21 +323,34 @@ class MeetingsApplication:
             protocol=live.call.protocol.value, transport=live.call.transport.value,
             start_s=live.start_wall, answer_s=live.answer_wall, end_s=time.time(),
             conference_start_s=conf_start, conference_end_s=conf_end,
-            end_reason=live.end_reason, moderator=moderator, quality=self._final_quality(live))
+            end_reason=live.end_reason, moderator=moderator, quality=quality)
         try:
             write_cdr(self.config.path("cdr_dir"), record)
         except OSError as exc:
             log.error("CDR not written", call_id=live.call.call_id, error=str(exc))
 
-    def _final_quality(self, live: LiveCall) -> dict[str, Any]:
+    def _schedule_quality(self, live: LiveCall) -> None:
+        loop = asyncio.get_running_loop()
+        live.quality_timer = loop.call_later(self.quality_interval_s, self._quality_tick, live.call.call_id)
+
+    def _quality_tick(self, call_id: str) -> None:
+        live = self.calls.get(call_id)
+        if live is not None:
+            self._report_quality(live)
+            self._schedule_quality(live)
+
+    def _report_quality(self, live: LiveCall) -> dict[str, Any]:
         audio = live.leg(MediaKind.AUDIO)
         if audio is None:
             return {}
         try:
-            return _jsonable(audio.stats())
-        except Exception as exc:  # quality must never cost a CDR
-            log.warning("no final quality", call_id=live.call.call_id, error=str(exc))
+            rec = self.quality.record(call_id=live.call.call_id, from_uri=live.call.from_uri,
+                                      to_uri=live.call.to_uri, stats=audio.stats())
+        except Exception as exc:  # quality must never cost a call or a CDR
+            log.warning("no quality reading", call_id=live.call.call_id, error=str(exc))
             return {}
+        return {k: v for k, v in rec.items() if k.startswith(("cust2vc", "vc2cust", "rtt_btwn_vc_and_cust",
+                                                                "mos_btwn_vc_and_cust"))}
 
     def _arm(self) -> None:
         if self._timer is not None:
@@ -351,19 +372,3 @@ class MeetingsApplication:
 
         add_live_routes(app, self)
 
-
-def _jsonable(value: Any) -> Any:
-    import dataclasses
-    import enum
-
-    if dataclasses.is_dataclass(value):
-        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, enum.Enum):
-        return value.value
-    if isinstance(value, float | int | str | bool) or value is None:
-        return value
-    return str(value)

@@ -6,6 +6,8 @@ lock, unlock, end, record) plus kick. Unknown meetings or calls answer 404.
 
 from __future__ import annotations
 
+import dataclasses
+import enum
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -35,8 +37,6 @@ def add_live_routes(app: web.Application, meetings: MeetingsApplication) -> None
         quality = None
         if audio is not None:
             try:
-                from gateway.meetings.application import _jsonable
-
                 quality = _jsonable(audio.stats())
             except Exception:
                 quality = None
@@ -127,3 +127,17 @@ def add_live_routes(app: web.Application, meetings: MeetingsApplication) -> None
     r.add_post("/api/v1/live/calls/{call_id}/kick", call_action("kick"))
     r.add_get("/api/v1/recordings", recordings)
     r.add_get("/api/v1/recordings/{meeting_id}/{name}", recording_file)
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, float | int | str | bool) or value is None:
+        return value
+    return str(value)
