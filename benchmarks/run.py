@@ -29,6 +29,7 @@ BENCHMARKS = {  # name -> module (each has run(quick) -> dict)
     "relay": "benchmarks.bench_relay",
     "mix": "benchmarks.bench_mix",
     "udpbatch": "benchmarks.bench_udpbatch",
+    "h323": "benchmarks.bench_h323",
     "load": "benchmarks.bench_load",
 }
 RESULTS = Path(__file__).resolve().parent / "results"
