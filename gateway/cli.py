@@ -22,6 +22,7 @@ SERVE_FLAGS = (
     "h323-port", "api-host", "api-port", "api-token", "media-range", "h323-media-range",
     "tls-cert", "tls-key", "tls-client-ca", "node-id", "region", "log-format", "log-level", "drain-s",
     "webhooks", "quality-log", "cdr-dir", "recordings-dir", "database",
+    "reflector-port", "reflector-token", "reflector-rate-pps", "reflector-total-pps",
 )
 
 

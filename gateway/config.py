@@ -168,6 +168,10 @@ class Config:
     h323_media_range: PortRange = field(default=PortRange(low=5100, high=6200), metadata=_opt(_range, "UDP/TCP range for H.323 media and separate H.245"))
     media_quarantine_s: float = field(default=30.0, metadata=_opt(_float, "seconds a released media port waits before reuse"))
     media_timeout_s: float = field(default=30.0, metadata=_opt(_float, "seconds without audio RTP before a call is hung up"))
+    reflector_port: int | None = field(default=None, metadata=_opt(_opt_port, "UDP port of the vtcprobe reflector, normally inside media_range (off unless set)"))
+    reflector_token: str | None = field(default=None, metadata=_opt(_opt_str, "shared secret vtcprobe signs reflector packets with (HMAC; never sent); required with reflector_port"))
+    reflector_rate_pps: float = field(default=1000.0, metadata=_opt(_float, "reflector packets per second per source IP"))
+    reflector_total_pps: float = field(default=5000.0, metadata=_opt(_float, "reflector packets per second from all sources"))
 
     api_host: str = field(default="127.0.0.1", metadata=_opt(_host, "admin API address"))
     api_port: int = field(default=8080, metadata=_opt(_port, "admin API port"))
@@ -286,6 +290,18 @@ class Config:
             raise ConfigError("session_expires_s", "must be at least min_se_s (and min_se_s >= 1)")
         if self.log_level.lower() not in ("debug", "info", "warning", "error"):
             raise ConfigError("log_level", "must be debug, info, warning or error")
+        if self.reflector_port is not None:
+            if not self.reflector_token or len(self.reflector_token) < 8:
+                raise ConfigError("reflector_token", "must be set (at least 8 characters) when reflector_port is")
+            if self.reflector_port and self.reflector_port == self.sip_udp_port:
+                raise ConfigError("reflector_port", f"port {self.reflector_port} is also sip_udp_port")
+        if self.reflector_rate_pps <= 0 or self.reflector_total_pps <= 0:
+            raise ConfigError("reflector_rate_pps", "reflector rates must be positive")
+        if self.advertise_host is not None:
+            try:
+                ipaddress.IPv4Address(self.advertise_host)
+            except ValueError:
+                raise ConfigError("advertise_host", "must be an IPv4 address (it goes into SDP and H.245)") from None
         if self.quality_interval_s < 1:
             raise ConfigError("quality_interval_s", "must be at least 1 second")
         if self.sip_rate_limit <= 0:

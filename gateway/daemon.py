@@ -86,6 +86,7 @@ class Gateway:
         self.sip: Any = None
         self.h323: Any = None
         self.app: Any = None
+        self.reflector: Any = None
 
     def _tls(self) -> tuple[Path, Path]:
         cert, key = self.config.path("tls_cert"), self.config.path("tls_key")
@@ -117,6 +118,8 @@ class Gateway:
         self.app = MeetingsApplication(config=c, store=self.store, media=self.media,
                                        metrics=self.metrics, draining=lambda: self.draining)
         await self.app.start()
+        if c.reflector_port is not None:
+            await self._start_reflector()
         if any(p is not None for p in (c.sip_tls_port, c.sip_tcp_port, c.sip_udp_port)):
             self.sip = SipService(_sip_settings(c, *self._tls()), self.app, self.media,
                                   metrics=self.metrics.adapter_view())
@@ -146,6 +149,23 @@ class Gateway:
         self.started = True
         return self.ports
 
+    async def _start_reflector(self) -> None:
+        from gateway.reflector import Reflector
+        from gateway.rtp.types import Pool
+
+        c = self.config
+        for pool in (Pool.SIP, Pool.H323):  # calls never get the reflector's port pair
+            r = self.media.allocator(pool).range
+            if c.reflector_port and r.low <= c.reflector_port <= r.high:
+                self.media.allocator(pool).reserve(c.reflector_port)
+        self.reflector = Reflector(host=c.bind_host, port=c.reflector_port or 0, token=c.reflector_token or "",
+                                   allowed_ranges=[(r.low, r.high) for r in (c.media_range, c.h323_media_range)],
+                                   per_source_pps=c.reflector_rate_pps, total_pps=c.reflector_total_pps)
+        try:
+            self.ports["reflector"] = await self.reflector.start()
+        except OSError as exc:
+            raise _bind_error("reflector_port", exc, c.reflector_port) from None
+
     def stop_accepting(self) -> None:
         self.draining = True
         for svc in (self.sip, self.h323):
@@ -159,6 +179,8 @@ class Gateway:
         for svc in (self.sip, self.h323):
             if svc is not None:
                 await svc.close()
+        if self.reflector is not None:
+            await self.reflector.close()
         if self.app is not None:
             await self.app.close()
         if self.media is not None:

@@ -93,6 +93,15 @@ class PortAllocator:
         self._in_use.add(rtp)
         return PortPair(rtp=rtp, rtcp=rtp + 1)
 
+    def reserve(self, port: int) -> bool:
+        """Never hand out the pair holding ``port`` (e.g. the probe reflector's). True if it was free."""
+        rtp = port - (port - self.range.first_even()) % 2
+        try:
+            self._free.remove(rtp)
+        except ValueError:
+            return False
+        return True
+
     def release(self, pair: PortPair, now: float) -> None:
         if pair.rtp not in self._in_use:
             return  # releasing twice is harmless
