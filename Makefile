@@ -11,7 +11,7 @@ TESTSTAMP := $(VENV)/.installed-test
 DEB_PEERS := sip-tester baresip-core kamailio kamailio-tls-modules rtpengine-daemon \
              tshark iproute2 espeak-ng sox chromium chromium-driver openssl
 
-.PHONY: run test install install-test deb-peers bench clean
+.PHONY: run test install install-test deb-peers bench lint clean
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ deb-peers:
 
 test: deb-peers $(TESTSTAMP)
 	$(PY) -m pytest
+
+lint: $(TESTSTAMP)
+	$(VENV)/bin/ruff check gateway probes benchmarks tests
+	$(VENV)/bin/mypy --follow-imports=silent gateway/calls.py gateway/rtp/ports.py gateway/meetings/keypad.py gateway/meetings/control.py
 
 bench: deb-peers $(TESTSTAMP)
 	$(PY) -m benchmarks.run

@@ -106,8 +106,8 @@ class Gateway:
         c.data_dir.mkdir(parents=True, exist_ok=True)
         self.ssl_context()  # fail early, naming tls_cert, if the certificate is unusable
         self.store = SQLiteMeetingStore(c.path("database"))
-        from gateway.meetings.application import MeetingsApplication
         from gateway.h323.service import H323Service, H323Settings
+        from gateway.meetings.application import MeetingsApplication
         from gateway.rtp.plane import MediaPlane
         from gateway.sip.service import SipService
 

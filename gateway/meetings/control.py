@@ -197,9 +197,9 @@ class MeetingControl:
                                      meeting_id=room.meeting_id, call_id=by.call_id if by else None))
         elif cmd is Command.END:
             for cid in list(room.members):
-                q = self.participants.get(cid)
-                if q is not None:
-                    acts += self._goodbye(q, "meeting_ended", "meeting ended by moderator", now)
+                member = self.participants.get(cid)
+                if member is not None:
+                    acts += self._goodbye(member, "meeting_ended", "meeting ended by moderator", now)
         return acts
 
     # ---- menu, lobby, meeting ---------------------------------------------------------

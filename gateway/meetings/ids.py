@@ -34,7 +34,7 @@ class InvalidValue(ValueError):
 
 def is_trivial(number: str) -> bool:
     digits = [int(c) for c in number]
-    steps = {b - a for a, b in zip(digits, digits[1:])}
+    steps = {b - a for a, b in zip(digits, digits[1:], strict=False)}
     if len(set(digits)) == 1 or steps in ({1}, {-1}, {1, -9}, {-1, 9}):
         return True
     for period in range(2, 5):  # 1212121212, 1231231231, 1234123412

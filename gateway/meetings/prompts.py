@@ -8,7 +8,7 @@ every text has both files so the menu is never silent.
 from __future__ import annotations
 
 import wave
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +43,7 @@ PROMPT_TEXTS: dict[str, str] = {
 }
 
 
-@lru_cache(maxsize=None)
+@cache
 def load(name: str, rate: int = 8000) -> np.ndarray:
     """The prompt as int16 PCM at ``rate`` (8000 or 16000)."""
     if name not in PROMPT_TEXTS:

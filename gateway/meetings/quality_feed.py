@@ -63,7 +63,7 @@ class QualityFeed:
             endpoint_id=self.config.node_id, aws_region=self.config.region,
             cust=cust, rem=LegQuality(inbound=DirectionCounters(), outbound=DirectionCounters()))
         rec.update(dict.fromkeys(REM_FIELDS))  # the far side is our mixer: nothing measured there
-        for prefix, metric_dir in DIRECTIONS:  # jitter unknown stays null, not 0
+        for prefix, _ in DIRECTIONS:  # jitter unknown stays null, not 0
             if getattr(stats, prefix).jitter_us is None:
                 rec[f"{prefix}_jitter"] = None
         self._export_metrics(call_id, rec, mos)
