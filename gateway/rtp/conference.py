@@ -1,0 +1,255 @@
+"""One meeting's media: the asyncio adapter around the mixer, speaker detector and video switch.
+
+The decisions live in pure objects (:class:`~gateway.rtp.mixer.AudioMixer`,
+:class:`~gateway.rtp.speaker.SpeakerDetector`, :class:`~gateway.rtp.video.VideoSwitcher`);
+:meth:`Conference.tick` joins them for one 20 ms step with ``now`` passed in, and the only
+asyncio here is the task that calls it on a drift-free 20 ms schedule and the legs' sinks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import structlog
+
+from gateway.rtp.codecs import UnsupportedCodec, audio_codec_supported
+from gateway.rtp.mixer import TICK_S, AudioMixer, PlayHandle
+from gateway.rtp.packets import MalformedPacket, RtpHeader
+from gateway.rtp.speaker import SpeakerDetector
+from gateway.rtp.types import Codec, LegConfig
+from gateway.rtp.video import VideoSwitcher
+
+if TYPE_CHECKING:
+    from gateway.rtp.plane import MediaPlane, RtpLeg
+
+log = structlog.get_logger(__name__)
+
+
+def h264_codec(cfg: LegConfig | None) -> Codec | None:
+    if cfg is None:
+        return None
+    return next((c for c in cfg.codecs if c.name.upper() == "H264"), None)
+
+
+def mix_codec(cfg: LegConfig | None) -> Codec | None:
+    if cfg is None:
+        return None
+    return next((c for c in cfg.codecs if audio_codec_supported(c)), None)
+
+
+@dataclass(slots=True)
+class _Participant:
+    pid: str
+    audio: RtpLeg | None
+    video: RtpLeg | None
+    audio_cfg: LegConfig | None = None
+    video_cfg: LegConfig | None = None
+    lobby: bool = False
+    muted: bool = False
+
+
+class Conference:
+    def __init__(self, plane: MediaPlane | None, key: str, *, max_talkers: int = 4) -> None:
+        self.plane = plane
+        self.key = key
+        self.mixer = AudioMixer(max_talkers=max_talkers)
+        self.speaker = SpeakerDetector()
+        self.switcher = VideoSwitcher()
+        self.on_mix: Callable[[np.ndarray, int], None] | None = None
+        self._parts: dict[str, _Participant] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.tick_overruns = 0
+        self.ticks = 0
+
+    # ----- membership ----------------------------------------------------------------
+    def join(self, participant_id: str, audio: RtpLeg | None, video: RtpLeg | None) -> None:
+        if participant_id in self._parts:
+            self.leave(participant_id)
+        p = _Participant(pid=participant_id, audio=audio, video=video)
+        self._parts[participant_id] = p
+        for leg in (audio, video):
+            if leg is not None and leg.relay_peer is not None:
+                leg.plane.unrelay(leg)  # a relayed call moving into the meeting
+        if audio is not None:
+            audio.media_sink = self._audio_sink(participant_id)
+        if video is not None:
+            video.media_sink = self._video_sink(participant_id)
+            video.on_keyframe_requested = self._keyframe_sink(participant_id)
+        self._sync(p, time.monotonic())
+        if self._task is None and self.plane is not None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"conf-{self.key}"
+            )
+
+    def leave(self, participant_id: str) -> None:
+        p = self._parts.pop(participant_id, None)
+        if p is None:
+            return
+        for leg in (p.audio, p.video):
+            if leg is not None:
+                leg.media_sink = None
+                leg.on_keyframe_requested = None
+        self.mixer.remove(participant_id)
+        self.switcher.remove(participant_id, time.monotonic())
+        self.speaker.forget(participant_id)
+        if not self._parts:
+            if self._task is not None:
+                self._task.cancel()
+                self._task = None
+            if self.plane is not None:
+                self.plane._conference_empty(self.key)
+
+    async def aclose(self) -> None:
+        for pid in list(self._parts):
+            self.leave(pid)
+        if self._task is not None:
+            self._task.cancel()
+
+    @property
+    def participants(self) -> tuple[str, ...]:
+        return tuple(self._parts)
+
+    def set_muted(self, participant_id: str, muted: bool) -> None:
+        p = self._parts.get(participant_id)
+        if p is not None:
+            p.muted = muted
+            self.mixer.set_muted(participant_id, muted)
+
+    def set_lobby(self, participant_id: str, lobby: bool) -> None:
+        p = self._parts.get(participant_id)
+        if p is not None:
+            p.lobby = lobby
+            self.mixer.set_lobby(participant_id, lobby)
+            if not lobby and p.video is not None:
+                self.switcher.receiver_wants_keyframe(participant_id, time.monotonic())
+
+    def play(
+        self, participant_id: str, pcm: np.ndarray, sample_rate: int, loop: bool = False
+    ) -> PlayHandle:
+        return self.mixer.play(participant_id, pcm, sample_rate, loop)
+
+    def play_all(self, pcm: np.ndarray, sample_rate: int, loop: bool = False) -> PlayHandle:
+        return self.mixer.play_all(pcm, sample_rate, loop)
+
+    def request_keyframe(self, participant_id: str) -> None:
+        p = self._parts.get(participant_id)
+        if p is not None and p.video is not None:
+            p.video.request_keyframe()
+
+    @property
+    def active_speaker(self) -> str | None:
+        return self.speaker.current
+
+    # ----- sinks (called from the legs' readers) --------------------------------------
+    def _audio_sink(self, pid: str) -> Callable[[RtpLeg, bytes, int], None]:
+        mixer = self.mixer
+
+        def sink(_leg: RtpLeg, data: bytes, arrival_ns: int) -> None:
+            try:
+                h = RtpHeader.parse(data)
+            except MalformedPacket:
+                return
+            mixer.receive(
+                pid, h.seq, h.timestamp, data[h.payload_offset : h.payload_end], arrival_ns / 1e9
+            )
+
+        return sink
+
+    def _video_sink(self, pid: str) -> Callable[[RtpLeg, bytes, int], None]:
+        def sink(_leg: RtpLeg, data: bytes, arrival_ns: int) -> None:
+            src = self._parts.get(pid)
+            if src is None or src.lobby:
+                return
+            for rid, out in self.switcher.receive(pid, data, arrival_ns / 1e9):
+                r = self._parts.get(rid)
+                if r is not None and r.video is not None and not r.lobby:
+                    r.video.send_forwarded(out)
+            self._ask_keyframes()
+
+        return sink
+
+    def _keyframe_sink(self, pid: str) -> Callable[[RtpLeg], None]:
+        def sink(_leg: RtpLeg) -> None:
+            self.switcher.receiver_wants_keyframe(pid, time.monotonic())
+            self._ask_keyframes()
+
+        return sink
+
+    def _ask_keyframes(self) -> None:
+        for src in self.switcher.keyframe_requests():
+            p = self._parts.get(src)
+            if p is not None and p.video is not None:
+                p.video.request_keyframe()
+
+    # ----- the tick ------------------------------------------------------------------
+    def _sync(self, p: _Participant, now: float) -> None:
+        """Follow (re)configuration of a participant's legs (codec change, late configure)."""
+        if p.audio is not None and p.audio.config is not p.audio_cfg:
+            p.audio_cfg = p.audio.config
+            codec = mix_codec(p.audio_cfg)
+            if codec is None:
+                if p.audio_cfg is not None:
+                    log.warning("conference.audio_codec_unsupported", meeting=self.key, pid=p.pid)
+                self.mixer.remove(p.pid)
+            else:
+                try:
+                    self.mixer.add(p.pid, codec)
+                    self.mixer.set_muted(p.pid, p.muted)
+                    self.mixer.set_lobby(p.pid, p.lobby)
+                except UnsupportedCodec:
+                    self.mixer.remove(p.pid)
+        if p.video is not None and p.video.config is not p.video_cfg:
+            p.video_cfg = p.video.config
+            if h264_codec(p.video_cfg) is not None:
+                if p.pid not in self.switcher:
+                    self.switcher.add(p.pid, p.video.ssrc, now)
+            else:
+                if p.video_cfg is not None:
+                    log.info(
+                        "conference.audio_only",
+                        meeting=self.key,
+                        pid=p.pid,
+                        reason="no H.264 negotiated",
+                    )
+                self.switcher.remove(p.pid, now)
+
+    def tick(self, now: float) -> None:
+        """One 20 ms step: mix, send, pick the speaker, drive the video switch."""
+        self.ticks += 1
+        for p in self._parts.values():
+            self._sync(p, now)
+        res = self.mixer.tick(now)
+        for f in res.frames:
+            p = self._parts.get(f.pid)
+            if p is not None and p.audio is not None:
+                p.audio.send_audio(
+                    pt=f.pt, payload=f.payload, ts_offset=f.ts_offset, marker=f.marker
+                )
+        if self.on_mix is not None:
+            self.on_mix(res.mix, res.rate)
+        if self.speaker.update(res.levels, now) and self.speaker.current is not None:
+            self.switcher.set_speaker(self.speaker.current, now)
+        self.switcher.tick(now)
+        self._ask_keyframes()
+
+    async def _run(self) -> None:
+        start = time.monotonic()
+        k = 0
+        while True:
+            k += 1
+            due = start + k * TICK_S
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            elif delay < -0.2:  # far behind (stalled loop): skip ahead rather than burst
+                self.tick_overruns += 1
+                start, k = time.monotonic(), 0
+            try:
+                self.tick(time.monotonic())
+            except Exception:  # one bad frame must not end the meeting's media
+                log.exception("conference.tick_failed", meeting=self.key)
