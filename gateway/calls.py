@@ -109,8 +109,12 @@ class CallApplication(Protocol):
     def call_connected(self, call: IncomingCall, control: CallControl) -> None:
         """Answered and acknowledged; media legs are configured."""
 
-    def digit(self, call_id: str, digit: str, source: DigitSource) -> None:
-        """One keypad digit (0-9, *, #, A-D) from any signalling or media path."""
+    def digit(self, call_id: str, digit: str, source: DigitSource, *, suspect: bool = False) -> None:
+        """One keypad digit (0-9, *, #, A-D) from any signalling or media path.
+
+        ``suspect``: the media path saw enough packet loss since the previous digit that a
+        whole keypress may be missing (RFC 4733 only; see docs/keypad.md).
+        """
 
     def call_ended(self, call_id: str, reason: str) -> None:
         """The call is gone (either side, timeout, error); reason is for logs and CDRs."""

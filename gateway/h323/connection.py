@@ -318,7 +318,7 @@ class CallConnection(asyncio.Protocol):
                 leg = svc.media.open_leg(ev.call_id, kind, Pool.H323)
                 self._legs[kind] = leg
                 self._media[kind] = _MediaState()
-                leg.on_dtmf = lambda d: self._digits(d, DigitSource.RFC4733)
+                leg.on_dtmf = lambda d, suspect: self._digits(d, DigitSource.RFC4733, suspect=suspect)
                 leg.on_timeout = self._media_timeout
                 if kind is MediaKind.VIDEO:
                     leg.on_keyframe_request_fallback = self._send_vfu
@@ -574,11 +574,11 @@ class CallConnection(asyncio.Protocol):
 
     # ------------------------------------------------------------------ app + teardown
 
-    def _digits(self, digits: str, source: DigitSource) -> None:
+    def _digits(self, digits: str, source: DigitSource, *, suspect: bool = False) -> None:
         if self.incoming is None or not self._connected or self._ended:
             return
         for d in digits:
-            self._guarded(self.service.app.digit, self.incoming.call_id, d, source)
+            self._guarded(self.service.app.digit, self.incoming.call_id, d, source, suspect=suspect)
 
     def _media_timeout(self, reason: str) -> None:
         try:
@@ -596,10 +596,10 @@ class CallConnection(asyncio.Protocol):
         if self.incoming is not None and self._admitted:
             self._guarded(self.service.app.call_ended, self.incoming.call_id, reason)
 
-    def _guarded(self, fn: Any, *args: Any) -> None:
+    def _guarded(self, fn: Any, *args: Any, **kwargs: Any) -> None:
         """Call into the application; its bugs are logged, never our crash."""
         try:
-            fn(*args)
+            fn(*args, **kwargs)
         except Exception:
             self.log.exception("h323.app_error", callback=getattr(fn, "__name__", "?"))
 

@@ -125,7 +125,7 @@ class RtpLeg:
             media_timeout_s=plane.media_timeout_s,
             ntp_offset_s=plane.ntp_offset_s,
         )
-        self.on_dtmf: Callable[[str], None] | None = None
+        self.on_dtmf: Callable[[str, bool], None] | None = None  # (digit, suspect)
         self.on_timeout: Callable[[str], None] | None = None
         self.on_keyframe_request_fallback: Callable[[], None] | None = None
         # set by a Conference / relay: plaintext RTP of verdict MEDIA, with its arrival time
@@ -481,7 +481,7 @@ class RtpLeg:
         for ev in self.session.events():
             if isinstance(ev, DigitReceived):
                 if self.on_dtmf is not None:
-                    self.on_dtmf(ev.digit)
+                    self.on_dtmf(ev.digit, ev.suspect)
             elif isinstance(ev, MediaTimedOut):
                 log.info("rtp.media_timeout", call_id=self.call_id, reason=ev.reason)
                 if self.on_timeout is not None:

@@ -54,6 +54,7 @@ __all__ = ["DirectionStats", "LegStats", "MediaPlane", "PlaneCounters", "PortsEx
 log = structlog.get_logger(__name__)
 
 QUALITY_FLUSH_S = 2.0
+FORGET_AFTER_S = 10.0  # a closed leg's quality state is dropped this long after release
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -207,6 +208,13 @@ class MediaPlane:
         self._closed_malformed += leg.session.malformed_dropped
         self._closed_srtp += leg.srtp_failures
         self._allocators[leg.pool].release(leg.pair, time.monotonic())
+        if self._loop is not None:  # final figures are still read just after close (CDR, quality log)
+            self._loop.call_later(FORGET_AFTER_S, self._forget_quality, leg.id)
+
+    def _forget_quality(self, leg_id: int) -> None:
+        self.quality_flush()
+        self._quality_known.discard(leg_id)
+        self.quality.forget(leg_id)
 
     def conference(self, key: str) -> Conference:
         """The meeting's conference, created on first use; it removes itself when empty."""

@@ -58,6 +58,11 @@ LATCH_WINDOW_S = 5.0
 RELATCH_QUIET_S = 0.5  # within the window, a new source takes over only after this silence
 
 
+# A keypress is several telephone-event packets (the end packet alone is sent three
+# times), so losing a whole digit shows as a run of at least this many lost packets.
+SUSPECT_LOSS_RUN = 3
+MAX_DROPOUT = 3000  # RFC 3550 A.1: larger jumps are restarts, not loss
+
 class Channel(enum.Enum):
     RTP = "rtp"
     RTCP = "rtcp"
@@ -81,6 +86,9 @@ class KeyframeMethod(enum.Enum):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DigitReceived:
     digit: str
+    # a run of >= SUSPECT_LOSS_RUN lost RTP packets came since the previous digit: a whole
+    # keypress may have vanished (docs/keypad.md rule 4)
+    suspect: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -180,6 +188,8 @@ class RtpSession:
         self._last_sr_at: float | None = None
         self.remote: RemoteReport | None = None
         self.dtmf = DtmfReceiver()
+        self._prev_seq: int | None = None
+        self._loss_run_since_digit = 0
         self.batch_sinks: list = []  # callables(rows, clock_rate) after each report (quality engine)
         # counters
         self.rx_packets = self.rx_bytes = self.tx_packets = self.tx_bytes = 0
@@ -277,15 +287,26 @@ class RtpSession:
         self.rx_bytes += n
         self.last_rx_at = now
         self.log.append(arrival_ns, seq, ts, ssrc, pt, bool(b1 & 0x80), n)
+        prev = self._prev_seq
+        if prev is None or (seq - prev) & 0xFFFF < 0x8000:  # newer (RFC 1982 order)
+            if prev is not None and (gap := (seq - prev - 1) & 0xFFFF) > self._loss_run_since_digit \
+                    and gap < MAX_DROPOUT:
+                self._loss_run_since_digit = gap
+            self._prev_seq = seq
         if pt == cfg.telephone_event_pt:
             off = 12 + 4 * (b0 & 0x0F)
             self.dtmf.receive(data[off : off + 4], ts, now)
-            for d in self.dtmf.digits():
-                self._events.append(DigitReceived(digit=d))
+            self._take_digits()
             return Verdict.DTMF
         if cfg.direction in (Direction.INACTIVE, Direction.SENDONLY):
             return Verdict.INACTIVE
         return Verdict.MEDIA
+
+    def _take_digits(self) -> None:
+        for d in self.dtmf.digits():
+            suspect = self._loss_run_since_digit >= SUSPECT_LOSS_RUN
+            self._loss_run_since_digit = 0
+            self._events.append(DigitReceived(digit=d, suspect=suspect))
 
     def receive_rtcp(self, data: bytes, addr: Addr, now: float) -> None:
         if self.cfg is None:
@@ -470,8 +491,7 @@ class RtpSession:
 
     def handle_timer(self, now: float) -> None:
         self.dtmf.handle_timer(now)
-        for d in self.dtmf.digits():
-            self._events.append(DigitReceived(digit=d))
+        self._take_digits()
         if self._next_report is not None and now >= self._next_report:
             self._queue_rtcp(self._compound(now))
             self._next_report = now + self._rtcp_interval()

@@ -33,7 +33,7 @@ class RecordingApp:
                 call.call_id, audio=legs.get(MediaKind.AUDIO), video=legs.get(MediaKind.VIDEO)
             )
 
-    def digit(self, call_id: str, digit: str, source: DigitSource) -> None:
+    def digit(self, call_id: str, digit: str, source: DigitSource, *, suspect: bool = False) -> None:
         self.digits.append((call_id, digit, source))
 
     def call_ended(self, call_id: str, reason: str) -> None:

@@ -459,3 +459,39 @@ def test_play_all_reaches_everyone_but_the_lobby_and_the_tap():
         assert goertzel_power(np.concatenate(heard[pid]), 1000) > 0.5
     assert np.abs(np.concatenate(heard["lobby"]).astype(np.int32)).max() < 50
     assert goertzel_power(np.concatenate(taps), 1000) > 0.5
+
+
+def test_digit_after_a_loss_run_is_marked_suspect() -> None:
+    """docs/keypad.md rule 4: a whole lost keypress shows as a run of lost packets."""
+    from gateway.rtp.session import DigitReceived, RtpSession
+    from gateway.rtp.types import Codec, LegConfig, MediaKind
+
+    s = RtpSession(kind=MediaKind.AUDIO, cname="t", ssrc=5)
+    s.configure(LegConfig(kind=MediaKind.AUDIO, remote_rtp=("127.0.0.1", 4000), remote_rtcp=None,
+                          codecs=(Codec(payload_type=0, name="PCMU", clock_rate=8000),
+                                  Codec(payload_type=101, name="TELEPHONE-EVENT", clock_rate=8000)),
+                          telephone_event_pt=101), 0.0)
+    src = ("127.0.0.1", 4000)
+
+    def event(seq: int, ts: int, digit: int, end: bool) -> bytes:
+        return bytes([0x80, 101]) + seq.to_bytes(2, "big") + ts.to_bytes(4, "big") + b"\0\0\0\1" + \
+            bytes([digit, 0x8A if end else 0x0A, 0, 160])
+
+    def voice(seq: int) -> bytes:
+        return bytes([0x80, 0]) + seq.to_bytes(2, "big") + (seq * 160).to_bytes(4, "big") + b"\0\0\0\1" + bytes(160)
+
+    seq = 100
+    for _ in range(3):  # '*' (event 10), end packet sent three times
+        s.receive_rtp(event(seq, 1000, 10, True), src, 0.1, 0)
+        seq += 1
+    s.receive_rtp(voice(seq), src, 0.2, 0)
+    seq += 6  # the '9' keypress (6 packets) is lost entirely
+    for _ in range(3):  # '7'
+        s.receive_rtp(event(seq, 9000, 7, True), src, 0.5, 0)
+        seq += 1
+    s.receive_rtp(voice(seq + 1), src, 0.6, 0)  # one isolated lost packet: not a keypress
+    for _ in range(3):  # '4'
+        s.receive_rtp(event(seq + 2, 20000, 4, True), src, 0.9, 0)
+        seq += 1
+    digits = [(e.digit, e.suspect) for e in s.events() if isinstance(e, DigitReceived)]
+    assert digits == [("*", False), ("7", True), ("4", False)]

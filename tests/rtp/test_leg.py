@@ -102,7 +102,7 @@ async def test_dtmf_with_retransmitted_ends_and_no_marker(plane, device):
     leg = plane.open_leg("c1", MediaKind.AUDIO, Pool.SIP)
     leg.configure(device.config())
     digits: list[str] = []
-    leg.on_dtmf = digits.append
+    leg.on_dtmf = lambda d, suspect: digits.append(d)
     media = []
     leg.media_sink = lambda *_a: media.append(1)
     for event, ts in ((1, 8000), (11, 16000), (9, 24000)):

@@ -32,7 +32,7 @@ async def test_relay_forwards_both_ways_and_drops_strays(batch):
         await a.recv(), await b.recv()  # keep-alives
         plane.relay(la, lb)
         digits = []
-        la.on_dtmf = digits.append
+        la.on_dtmf = lambda d, suspect: digits.append(d)
         sent = [a.packet(bytes([i]) * 160) for i in range(200)]
         for i, pkt in enumerate(sent):
             a.send(pkt, la.local_rtp_port)
