@@ -164,3 +164,32 @@ def test_cdrs_written_with_masked_pin(gw: Daemon) -> None:
             assert d["ConferencePin"].endswith(d["ConferenceId"][-4:]) and "*" in d["ConferencePin"]
     assert any(d["ConferenceStartTimeEpochSeconds"] for d in docs)
     assert PASS not in gw.log()
+
+
+def test_three_callers_hear_the_others_and_star7_mutes(gw: Daemon, tmp_path: Path) -> None:
+    """The media issue's evidence through the whole daemon: mix-minus, then *7 by DTMF."""
+    clock = Clock()
+    tones = {"a": 400.0, "b": 700.0, "c": 1100.0}
+    agents = {n: caller(gw, tmp_path, n, OPEN, hz, hangup_after=14,
+                        dtmf=[{"at": 8.0, "digits": "*7", "method": "rfc4733"}] if n == "c" else [])
+              for n, hz in tones.items()}
+    for a in agents.values():
+        clock.confirm(a)
+    agents["c"].wait_for("dtmf_sent")
+    muted_at = time.monotonic()
+    for a in agents.values():
+        assert a.stop() == 0
+    all_in = max(clock.confirmed.values())
+    for name, agent in agents.items():
+        path = tmp_path / f"{name}.rx.wav"
+        start = clock.offset(agent, all_in) + 2.0
+        before = levels(path, list(tones.values()), start=start, end=clock.offset(agent, muted_at) - 0.3)
+        for other, hz in tones.items():
+            if other == name:
+                assert before[hz] < SILENT, (name, before)  # never hears itself
+            else:
+                assert before[hz] > HEARD, (name, other, before)
+        if name != "c":
+            after = levels(path, [tones["c"]], start=clock.offset(agent, muted_at) + 1.5,
+                           end=clock.offset(agent, muted_at) + 4.0)
+            assert after[tones["c"]] < SILENT, (name, after)
