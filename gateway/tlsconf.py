@@ -18,19 +18,23 @@ import socket
 import ssl
 from pathlib import Path
 
-TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS"
+TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL:!MD5:!DSS:!SHA1:!PSK"
 
 
 class CertificateError(Exception):
     """The certificate or key cannot be loaded; the message says why."""
 
 
-def server_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.SSLContext:
+def server_context(cert: Path, key: Path, client_ca: Path | None = None, *,
+                   require_client_cert: bool = True) -> ssl.SSLContext:
+    """The SIP TLS server context. With ``client_ca``, clients' certificates are checked
+    against it: required, or (``require_client_cert=False``) verified only when offered."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(TLS12_CIPHERS)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
     ctx.options |= ssl.OP_SINGLE_ECDH_USE | ssl.OP_SINGLE_DH_USE
+    ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
     try:
         ctx.load_cert_chain(str(cert), str(key))
     except FileNotFoundError as exc:
@@ -42,7 +46,7 @@ def server_context(cert: Path, key: Path, client_ca: Path | None = None) -> ssl.
             ctx.load_verify_locations(cafile=str(client_ca))
         except (OSError, ssl.SSLError) as exc:
             raise CertificateError(f"{client_ca}: {exc}") from None
-        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
     return ctx
 
 

@@ -18,30 +18,22 @@ import itertools
 import socket
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from gateway.sip.errors import SipParseError
+from gateway.tlsconf import CertificateError, server_context
 from gateway.sip.message import Message, Origin
 from gateway.sip.parser import StreamFramer
 
-TLS12_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20:!aNULL:!eNULL:!SHA1:!PSK"
-
-
 def server_tls_context(cert_path: str, key_path: str, *, client_ca_path: str | None = None,
                        require_client_cert: bool = False) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_ciphers(TLS12_CIPHERS)  # TLS 1.2 list; TLS 1.3 suites are AEAD + (EC)DHE by design
-    ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
-    ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    """The project's one TLS policy (gateway.tlsconf), with clear certificate diagnostics."""
     try:
-        ctx.load_cert_chain(cert_path, key_path)
-    except (OSError, ssl.SSLError) as exc:  # clear certificate diagnostics (INTEROP.md report 9)
+        return server_context(Path(cert_path), Path(key_path), Path(client_ca_path) if client_ca_path else None,
+                              require_client_cert=require_client_cert)
+    except CertificateError as exc:  # clear certificate diagnostics (INTEROP.md report 9)
         raise ValueError(f"cannot load TLS certificate {cert_path!r} / key {key_path!r}: {exc}") from exc
-    if client_ca_path:
-        ctx.load_verify_locations(client_ca_path)
-        ctx.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
-    return ctx
 
 
 class Sink:
