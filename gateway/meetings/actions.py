@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,4 +51,14 @@ class MeetingEvent:
     call_id: str | None
 
 
-Action = Play | EnterMeeting | SetMuted | SetRecording | Hangup | MeetingEvent
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VerifyPasscode:
+    """Check a keyed passcode off the event loop (scrypt takes tens of ms), then report
+    the answer with ``MeetingControl.passcode_checked``. The passcode never prints."""
+
+    call_id: str
+    meeting_id: str
+    passcode: str = field(repr=False)
+
+
+Action = Play | EnterMeeting | SetMuted | SetRecording | Hangup | MeetingEvent | VerifyPasscode

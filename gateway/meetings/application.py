@@ -32,13 +32,14 @@ from gateway.meetings.actions import (
     Play,
     SetMuted,
     SetRecording,
+    VerifyPasscode,
 )
 from gateway.meetings.cdr import CallRecord, write_cdr
 from gateway.meetings.control import MeetingControl, PState
 from gateway.meetings.events import Outbox, envelope
 from gateway.meetings.guard import AttemptGuard
 from gateway.meetings.quality_feed import QualityFeed
-from gateway.meetings.recording import Recorder, beep
+from gateway.meetings.recording import MkvRecorder, WavRecorder, beep, open_recorder
 from gateway.rtp.types import MediaKind
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
     from gateway.config import Config
     from gateway.meetings.store import MeetingStore
     from gateway.metrics import Metrics
+    from gateway.rtp.conference import Conference
     from gateway.rtp.plane import MediaPlane, RtpLeg
 
 log = logs.get_logger("vtcgw.meetings")
@@ -83,10 +85,11 @@ class MeetingsApplication:
         self.metrics = metrics
         self._draining = draining
         self.guard = AttemptGuard(budget=config.bad_attempts_per_ip_hour)
-        self.control = MeetingControl(lookup=store.lookup, check_passcode=store.check_passcode,
-                                      source_allowed=self.guard.allowed, on_bad_attempt=self._bad_attempt)
+        self.control = MeetingControl(lookup=store.lookup, source_allowed=self.guard.allowed,
+                                      on_bad_attempt=self._bad_attempt)
+        self._tasks: set[asyncio.Task[None]] = set()
         self.calls: dict[str, LiveCall] = {}
-        self.recorders: dict[str, Recorder] = {}
+        self.recorders: dict[str, WavRecorder | MkvRecorder] = {}
         self.room_started_wall: dict[str, float] = {}
         self.idle = asyncio.Event()
         self.idle.set()
@@ -116,6 +119,8 @@ class MeetingsApplication:
             rec.close()
         if self._timer is not None:
             self._timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
         if self.outbox is not None:
             await self.outbox.close()
 
@@ -207,6 +212,10 @@ class MeetingsApplication:
                     self._hangup(a, queued.get(a.call_id, []))
                 case MeetingEvent():
                     self._event(a)
+                case VerifyPasscode():
+                    task = asyncio.get_running_loop().create_task(self._verify(a))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
         for cid, names in queued.items():
             self._play(cid, names)
         self._arm()
@@ -224,6 +233,14 @@ class MeetingsApplication:
         live.prompt = self.media.conference(live.conference_key).play(call_id, pcm, PROMPT_RATE)
         return len(pcm) / PROMPT_RATE
 
+    async def _verify(self, a: VerifyPasscode) -> None:
+        try:
+            ok = await asyncio.to_thread(self.store.check_passcode, a.meeting_id, a.passcode)
+        except Exception as exc:  # a store failure is a failed check, never a crash
+            log.error("passcode check failed", call_id=a.call_id, error=type(exc).__name__)
+            ok = False
+        self._run(self.control.passcode_checked(a.call_id, ok, time.monotonic()))
+
     def _enter(self, a: EnterMeeting) -> None:
         live = self.calls.get(a.call_id)
         if live is None:
@@ -235,7 +252,7 @@ class MeetingsApplication:
             conf = self.media.conference(key)
             conf.join(a.call_id, live.leg(MediaKind.AUDIO), live.leg(MediaKind.VIDEO))
             if a.meeting_id in self.recorders:
-                conf.on_mix = self.recorders[a.meeting_id].write
+                self._tap(conf, self.recorders[a.meeting_id])
         live.meeting_id = a.meeting_id
         conf = self.media.conference(key)
         conf.set_lobby(a.call_id, a.lobby)
@@ -270,19 +287,33 @@ class MeetingsApplication:
         self._do_hangup(call_id, reason)
 
     def _recording(self, meeting_id: str, on: bool) -> None:
-        conf = self.media.conference(f"meeting:{meeting_id}")
+        key = f"meeting:{meeting_id}"
+        # stopping after the last one left must not create an empty conference again
+        conf = self.media.conference(key) if on else self.media.conferences.get(key)
         rec = self.recorders.pop(meeting_id, None)
         if rec is not None:
-            conf.on_mix = None
+            if conf is not None:
+                conf.on_mix = None
+                conf.set_video_tap(None)
             path = rec.close()
             log.info("recording stopped", meeting_id=meeting_id, file=path.name)
-        if on:
-            rec = Recorder(self.config.path("recordings_dir"), meeting_id, sample_rate=16000)
+        if on and conf is not None:
+            rec = open_recorder(self.config.path("recordings_dir"), meeting_id, video=conf.has_video,
+                                now=time.monotonic(), request_keyframe=conf.request_tap_keyframe)
             self.recorders[meeting_id] = rec
-            conf.on_mix = rec.write
+            self._tap(conf, rec)
             log.info("recording started", meeting_id=meeting_id, file=rec.path.name)
-        if conf.participants:
+        if conf is not None and conf.participants:
             conf.play_all(beep(16000, hz=1000 if on else 600), 16000)
+
+    @staticmethod
+    def _tap(conf: Conference, rec: WavRecorder | MkvRecorder) -> None:
+        """Point a (possibly re-created) conference's taps at the meeting's recorder."""
+        conf.on_mix = rec.write
+        if isinstance(rec, MkvRecorder) and conf.on_video != rec.write_video:
+            rec.rebase()  # a new switched stream: its own sequence and timestamps
+            rec.request_keyframe = conf.request_tap_keyframe
+            conf.set_video_tap(rec.write_video)
 
     def _event(self, ev: MeetingEvent) -> None:
         now = time.time()

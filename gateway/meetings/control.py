@@ -1,10 +1,13 @@
 """Meeting control (sans-I/O): voice menu, lobby, moderators, keypad commands.
 
-Inputs are calls connecting and ending, keypad digits, API requests and the clock
-(``now`` in seconds); outputs are :mod:`actions <gateway.meetings.actions>` the
-asyncio adapter carries out (play a prompt, put a call in a conference, hang up,
-mute, record, post an event). Nothing here does I/O or reads a clock; directory
-look-ups and passcode checks come in as callables.
+Inputs are calls connecting and ending, keypad digits, API requests, passcode
+verdicts and the clock (``now`` in seconds); outputs are :mod:`actions
+<gateway.meetings.actions>` the asyncio adapter carries out (play a prompt, put a
+call in a conference, hang up, mute, record, post an event, verify a passcode).
+Nothing here does I/O or reads a clock; directory look-ups come in as a callable,
+and a passcode is verified by the adapter off the event loop (``VerifyPasscode``,
+answered through :meth:`MeetingControl.passcode_checked`), because scrypt costs
+tens of milliseconds that the media ticks cannot spare.
 
 Participant states::
 
@@ -30,6 +33,7 @@ from gateway.meetings.actions import (
     Play,
     SetMuted,
     SetRecording,
+    VerifyPasscode,
 )
 from gateway.meetings.keypad import Command, Keypad
 from gateway.meetings.store import Lookup, Role
@@ -81,12 +85,10 @@ class Room:
 
 class MeetingControl:
     def __init__(self, *, lookup: Callable[[str], Lookup | None],
-                 check_passcode: Callable[[str, str], bool],
                  source_allowed: Callable[[str, float], bool] = lambda ip, now: True,
                  on_bad_attempt: Callable[[str, float], None] = lambda ip, now: None,
                  limits: Limits = Limits()) -> None:
         self._lookup = lookup
-        self._check_passcode = check_passcode
         self._source_allowed = source_allowed
         self._on_bad_attempt = on_bad_attempt
         self.limits = limits
@@ -255,8 +257,20 @@ class MeetingControl:
             return []
         if p.moderator:
             return [Play(call_id=p.call_id, prompt="moderator")]
-        if 4 <= len(passcode) <= 8 and self._check_passcode(p.meeting_id, passcode):
-            return self._make_moderator(p, now)
+        if 4 <= len(passcode) <= 8:
+            return [VerifyPasscode(call_id=p.call_id, meeting_id=p.meeting_id, passcode=passcode)]
+        return self._wrong_passcode(p, now)
+
+    def passcode_checked(self, call_id: str, ok: bool, now: float) -> list[Action]:
+        """The adapter's answer to a :class:`VerifyPasscode`."""
+        p = self.participants.get(call_id)
+        if p is None or p.state is PState.GONE or p.meeting_id not in self.rooms:
+            return []
+        if p.moderator:
+            return []
+        return self._make_moderator(p, now) if ok else self._wrong_passcode(p, now)
+
+    def _wrong_passcode(self, p: Participant, now: float) -> list[Action]:
         p.passcode_tries += 1
         self._on_bad_attempt(p.source_ip, now)
         if p.passcode_tries >= self.limits.passcode_tries or not self._source_allowed(p.source_ip, now):

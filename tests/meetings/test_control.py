@@ -7,11 +7,45 @@ from pathlib import Path
 import pytest
 
 from gateway.calls import DialTarget
-from gateway.meetings.actions import EnterMeeting, Hangup, MeetingEvent, Play, SetMuted, SetRecording
+from gateway.meetings.actions import (
+    EnterMeeting,
+    Hangup,
+    MeetingEvent,
+    Play,
+    SetMuted,
+    SetRecording,
+    VerifyPasscode,
+)
 from gateway.meetings.control import Limits, MeetingControl, PState
 from gateway.meetings.store import SQLiteMeetingStore
 
 OPEN, MOD, HOSTID = "4718203956", "5829103746182", "6938201746183"
+
+
+class Control(MeetingControl):
+    """MeetingControl whose passcode checks the test answers at once, as the adapter does later."""
+
+    def __init__(self, store: SQLiteMeetingStore, **kw) -> None:
+        super().__init__(lookup=store.lookup, **kw)
+        self.store = store
+
+    def _resolve(self, acts: list, now: float) -> list:
+        out = []
+        for a in acts:
+            if isinstance(a, VerifyPasscode):
+                assert "2468" not in repr(a)  # the passcode never prints
+                out += self._resolve(self.passcode_checked(
+                    a.call_id, self.store.check_passcode(a.meeting_id, a.passcode), now), now)
+            else:
+                out.append(a)
+        return out
+
+    def digit(self, call_id, digit, now, **kw):
+        return self._resolve(super().digit(call_id, digit, now, **kw), now)
+
+    def call_connected(self, call_id, target, *, identity, source_ip, now):
+        return self._resolve(super().call_connected(call_id, target, identity=identity,
+                                                    source_ip=source_ip, now=now), now)
 
 
 @pytest.fixture
@@ -19,7 +53,7 @@ def ctl(tmp_path: Path) -> MeetingControl:
     store = SQLiteMeetingStore(tmp_path / "db")
     store.create(meeting_id=OPEN, title="open")
     store.create(meeting_id=MOD, moderated=True, moderator_passcode="2468", host_ids=(HOSTID,))
-    return MeetingControl(lookup=store.lookup, check_passcode=store.check_passcode)
+    return Control(store)
 
 
 def keys(ctl: MeetingControl, call: str, text: str, t0: float = 1.0):
@@ -135,8 +169,7 @@ def test_moderator_commands(ctl: MeetingControl) -> None:
 def test_source_budget_blocks_further_tries(tmp_path: Path) -> None:
     store = SQLiteMeetingStore(tmp_path / "db")
     bad: dict[str, int] = {}
-    ctl = MeetingControl(lookup=store.lookup, check_passcode=store.check_passcode,
-                         source_allowed=lambda ip, now: bad.get(ip, 0) < 2,
+    ctl = Control(store, source_allowed=lambda ip, now: bad.get(ip, 0) < 2,
                          on_bad_attempt=lambda ip, now: bad.__setitem__(ip, bad.get(ip, 0) + 1),
                          limits=Limits())
     ctl.call_connected("a", DialTarget.parse("meeting"), identity="a", source_ip="6.6.6.6", now=0)
