@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway.meetings.keypad import Command
-from gateway.meetings.recording import list_recordings
+from gateway.meetings.recording import content_type, list_recordings
 from gateway.rtp.types import MediaKind
 
 if TYPE_CHECKING:
@@ -106,12 +106,13 @@ def add_live_routes(app: web.Application, meetings: MeetingsApplication) -> None
 
     async def recording_file(request: web.Request) -> web.StreamResponse:
         mid, name = request.match_info["meeting_id"], request.match_info["name"]
-        if not (_SAFE_NAME.match(mid) and _SAFE_NAME.match(name)) or ".." in name:
+        if not (_SAFE_NAME.match(mid) and _SAFE_NAME.match(name)) or ".." in name \
+                or content_type(name) == "application/octet-stream":
             raise web.HTTPBadRequest(text='{"error": "bad recording name"}', content_type="application/json")
         path = meetings.config.path("recordings_dir") / mid / name
         if not path.is_file():
             raise web.HTTPNotFound(text='{"error": "no such recording"}', content_type="application/json")
-        return web.FileResponse(path, headers={"Content-Type": "audio/wav"})
+        return web.FileResponse(path, headers={"Content-Type": content_type(name)})
 
     r = app.router
     r.add_get("/api/v1/live/meetings", list_live)

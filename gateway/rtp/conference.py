@@ -4,6 +4,8 @@ The decisions live in pure objects (:class:`~gateway.rtp.mixer.AudioMixer`,
 :class:`~gateway.rtp.speaker.SpeakerDetector`, :class:`~gateway.rtp.video.VideoSwitcher`);
 :meth:`Conference.tick` joins them for one 20 ms step with ``now`` passed in, and the only
 asyncio here is the task that calls it on a drift-free 20 ms schedule and the legs' sinks.
+Recording taps: ``on_mix`` gets the mix every tick; :meth:`Conference.set_video_tap` gets the
+switched video (the speaker's stream as receivers see it) through the switcher's monitor.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from gateway.rtp.mixer import TICK_S, AudioMixer, PlayHandle
 from gateway.rtp.packets import MalformedPacket, RtpHeader
 from gateway.rtp.speaker import SpeakerDetector
 from gateway.rtp.types import Codec, LegConfig
-from gateway.rtp.video import VideoSwitcher
+from gateway.rtp.video import MONITOR, VideoSwitcher
 
 if TYPE_CHECKING:
     from gateway.rtp.plane import MediaPlane, RtpLeg
@@ -61,6 +63,8 @@ class Conference:
         self.speaker = SpeakerDetector()
         self.switcher = VideoSwitcher()
         self.on_mix: Callable[[np.ndarray, int], None] | None = None
+        # the switched video as receivers see it: (rewritten RTP packet, arrival time)
+        self.on_video: Callable[[bytes, float], None] | None = None
         self._parts: dict[str, _Participant] = {}
         self._task: asyncio.Task[None] | None = None
         self.tick_overruns = 0
@@ -145,6 +149,25 @@ class Conference:
     def active_speaker(self) -> str | None:
         return self.speaker.current
 
+    @property
+    def has_video(self) -> bool:
+        """Some participant negotiated H.264, so there is a switched stream to tap."""
+        return len(self.switcher) > 0
+
+    def set_video_tap(self, tap: Callable[[bytes, float], None] | None) -> None:
+        """Tap the switched stream (the speaker's, rewritten); a keyframe is asked at once."""
+        self.on_video = tap
+        if tap is None:
+            self.switcher.stop_monitor()
+            return
+        self.switcher.start_monitor(time.monotonic())
+        self._ask_keyframes()
+
+    def request_tap_keyframe(self) -> None:
+        """The tap lost packets: ask its current source for a keyframe (rate-limited)."""
+        self.switcher.receiver_wants_keyframe(MONITOR, time.monotonic())
+        self._ask_keyframes()
+
     # ----- sinks (called from the legs' readers) --------------------------------------
     def _audio_sink(self, pid: str) -> Callable[[RtpLeg, bytes, int], None]:
         mixer = self.mixer
@@ -166,6 +189,10 @@ class Conference:
             if src is None or src.lobby:
                 return
             for rid, out in self.switcher.receive(pid, data, arrival_ns / 1e9):
+                if rid == MONITOR:
+                    if self.on_video is not None:
+                        self.on_video(out, arrival_ns / 1e9)
+                    continue
                 r = self._parts.get(rid)
                 if r is not None and r.video is not None and not r.lobby:
                     r.video.send_forwarded(out)

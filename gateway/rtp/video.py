@@ -10,6 +10,9 @@ continue by +1 across a switch, and timestamps that keep advancing with wall tim
   requests (PLI/FIR) go to their current source, at most once per ``min_request_s`` per source.
 Outputs are pulled: ``receive()`` returns the packets to send, ``keyframe_requests()`` the
 sources to ask for a keyframe.
+- A monitor (the meeting's recording) is one more receiver under the id :data:`MONITOR`: it is
+  no participant (never a speaker, sends nothing), always wants the active speaker, and gets
+  the same continuous rewritten stream, switched at keyframes like everyone else's.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from gateway.rtp.h264 import starts_keyframe
 
 _SEQ_TS_SSRC = struct.Struct("!HII")
 VIDEO_CLOCK = 90000
+MONITOR = "\x00monitor"  # the receiver id of the monitor (recording) stream
 
 
 @dataclass(slots=True)
@@ -45,6 +49,7 @@ class VideoSwitcher:
         self.previous: str | None = None
         self._asked: dict[str, float] = {}  # source -> last keyframe request time
         self._requests: list[str] = []
+        self._monitor: _Receiver | None = None
 
     def add(self, pid: str, out_ssrc: int, now: float) -> None:
         self._rx[pid] = _Receiver(pid=pid, out_ssrc=out_ssrc)
@@ -61,7 +66,7 @@ class VideoSwitcher:
             self.speaker, self.previous = self.previous, None
             if self.speaker is None and self._rx:
                 self.speaker = next(iter(self._rx))
-        for r in self._rx.values():
+        for r in self._receivers():
             if r.source == pid:
                 r.source = None
             if r.pending == pid:
@@ -71,8 +76,33 @@ class VideoSwitcher:
     def __contains__(self, pid: str) -> bool:
         return pid in self._rx
 
+    def __len__(self) -> int:
+        return len(self._rx)
+
+    def _receivers(self) -> list[_Receiver]:
+        rxs = list(self._rx.values())
+        if self._monitor is not None:
+            rxs.append(self._monitor)
+        return rxs
+
+    def _get(self, pid: str) -> _Receiver | None:
+        return self._monitor if pid == MONITOR else self._rx.get(pid)
+
+    @property
+    def monitoring(self) -> bool:
+        return self._monitor is not None
+
+    def start_monitor(self, now: float, out_ssrc: int = 0) -> None:
+        """Add the monitor receiver (no-op when present); its keyframe is asked at once."""
+        if self._monitor is None:
+            self._monitor = _Receiver(pid=MONITOR, out_ssrc=out_ssrc)
+            self._retarget(now)
+
+    def stop_monitor(self) -> None:
+        self._monitor = None
+
     def source_of(self, pid: str) -> str | None:
-        r = self._rx.get(pid)
+        r = self._get(pid)
         return r.source if r else None
 
     def set_speaker(self, pid: str, now: float) -> None:
@@ -89,7 +119,7 @@ class VideoSwitcher:
         return want if want in self._rx and want != r.pid else None
 
     def _retarget(self, now: float) -> None:
-        for r in self._rx.values():
+        for r in self._receivers():
             want = self._desired(r)
             if want == r.source:
                 r.pending = None
@@ -109,12 +139,12 @@ class VideoSwitcher:
 
     def receiver_wants_keyframe(self, pid: str, now: float) -> None:
         """A receiver's device sent PLI/FIR: ask its current source (rate-limited)."""
-        r = self._rx.get(pid)
+        r = self._get(pid)
         if r is not None and (r.source or r.pending):
             self._ask(r.source or r.pending, now, force=True)  # type: ignore[arg-type]
 
     def tick(self, now: float) -> None:
-        for r in self._rx.values():
+        for r in self._receivers():
             if r.pending is not None:
                 self._ask(r.pending, now)
 
@@ -129,7 +159,8 @@ class VideoSwitcher:
         seq, ts, _ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
         key: bool | None = None
         out: list[tuple[str, bytes]] = []
-        for r in self._rx.values():
+        rxs = self._rx.values() if self._monitor is None else self._receivers()
+        for r in rxs:
             if r.pid == source:
                 continue
             if r.pending == source:

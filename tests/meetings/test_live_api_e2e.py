@@ -50,9 +50,12 @@ def test_live_api_actions(tmp_path: Path) -> None:
         status, recs = api(gw, "GET", "/api/v1/recordings")
         assert status == 200 and len(recs["recordings"]) == 1
         rec = recs["recordings"][0]
+        # an audio-only meeting records WAV (a meeting with video records MKV: test_recording_video)
+        assert rec["name"].endswith(".wav") and rec["content_type"] == "audio/wav"
         req = urllib.request.Request(f"{gw.api}/api/v1/recordings/{rec['meeting_id']}/{rec['name']}",
                                      headers=gw.headers)
-        assert urllib.request.urlopen(req, timeout=10).read(4) == b"RIFF"
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.headers["Content-Type"] == "audio/wav" and resp.read(4) == b"RIFF"
         assert api(gw, "GET", "/api/v1/live/meetings/9182736450")[0] == 404
         assert api(gw, "POST", "/api/v1/live/calls/nope/mute")[0] == 404
         assert api(gw, "GET", "/api/v1/recordings/..%2f/x.wav")[0] in (400, 404)
