@@ -8,7 +8,7 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 
-sources = [p for p in ["native/udpbatch.c"] if Path(p).exists()]
+sources = [p for p in ["native/udpbatch.c", "native/relay.c", "native/rtpstats.c"] if Path(p).exists()]
 ext_modules = (
     [
         Extension(

@@ -16,6 +16,8 @@
  *       connected peer when dst_addrs is None). Short kernel returns are resumed
  *       until all are sent or the socket says EAGAIN; returns the count sent.
  *   enable_timestamps(fd) -> None        setsockopt(SO_TIMESTAMPNS, 1)
+ *   relay_batch(...)                     the relay's per-batch work (native/relay.c)
+ *   rtp_stats(...)                       the quality engine's per-stream loop (native/rtpstats.c)
  *
  * Rules: limited API (abi3, 3.11+) only; the GIL is released around each
  * syscall; EINTR is retried after running Python signal handlers (PEP 475);
@@ -388,9 +390,14 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+int vtcgw_relay_add(PyObject *m);    /* native/relay.c */
+int vtcgw_rtpstats_add(PyObject *m); /* native/rtpstats.c */
+
 static int
 exec_module(PyObject *m)
 {
+    if (vtcgw_relay_add(m) < 0 || vtcgw_rtpstats_add(m) < 0)
+        return -1;
     if (PyModule_AddIntConstant(m, "ADDR_SIZE", ADDR_SIZE) < 0)
         return -1;
     if (PyModule_AddIntConstant(m, "SO_TIMESTAMPNS", SO_TIMESTAMPNS) < 0)

@@ -128,6 +128,14 @@ class SeqTable:
         self.bad_seq[sid] = RTP_SEQ_MOD + 1
         self.run_events[sid] = []
 
+    def state_arrays(self) -> tuple[np.ndarray, ...]:
+        """The arrays native/rtpstats.c reads and writes, in its order."""
+        return (
+            self.init, self.probation, self.ext_max, self.base_seq, self.bad_seq, self.received,
+            self.received_prior, self.expected_prior, self.duplicates, self.reordered, self.seen,
+            self.newmax, self.seq_lost, self.loss_runs, self.recv_since_loss,
+        )  # fmt: skip
+
     # --- A.1 init_seq, applied to stream ids (vectorized over an index array) ---
     def _init_seq(self, sids: np.ndarray, seq: np.ndarray) -> None:
         self.base_seq[sids] = seq

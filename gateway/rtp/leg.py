@@ -8,7 +8,7 @@ between the sockets and the session and calls the application's callbacks
 Reading: a non-blocking socket drained on ``loop.add_reader``, either by a recvmmsg batch
 reader (``gateway.rtp.udpbatch``, native build) or a ``recvfrom`` loop. A relayed leg
 (:meth:`MediaPlane.relay`) forwards clean media from its latched source without the event
-machinery: batches of 8 or more go through NumPy and one sendmmsg, smaller ones per row.
+machinery: each batch goes through ``udpbatch.relay_batch`` (one C call: match, log, sendmmsg).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import itertools
+import os
 import socket
 import struct
 import time
@@ -28,6 +29,7 @@ import structlog
 
 from gateway.quality.engine import StreamSummary
 from gateway.rtp.ports import PortPair
+from gateway.rtp.reception import pt_mask
 from gateway.rtp.session import (
     Channel,
     DigitReceived,
@@ -57,7 +59,13 @@ except ImportError:  # pragma: no cover - the module ships with the package
     HAVE_BATCH = False
 _leg_ids = itertools.count(1)
 _SEQ_TS_SSRC = struct.Struct("!HII")
-BATCH_VECTOR_MIN = 8  # below this many datagrams, per-row Python beats NumPy's call overhead
+
+
+def _addr_slot(addr: tuple) -> bytes:
+    """An address as the 28-byte kernel sockaddr slot the batch calls compare and send to."""
+    slot = np.zeros(1, _ub.ADDR_DTYPE)
+    _ub.set_addr(slot, 0, addr)
+    return slot.tobytes()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -135,19 +143,20 @@ class RtpLeg:
         self._srtp: SrtpContext | None = None
         self.srtp_failures = 0
         self.send_failures = 0
-        self.vector_batches = 0  # relay batches forwarded by the NumPy/sendmmsg path
+        self.vector_batches = 0  # relay batches forwarded by relay_batch (one sendmmsg each)
         self.session.batch_sinks.append(self._feed_quality)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self.closed = False
         # relay (two-party, no mixing): media goes straight to the peer leg
         self.relay_peer: RtpLeg | None = None
-        self._latched_key: int | None = None
-        self._latched_for: tuple[str, int] | None = None
-        self._dest_slots: np.ndarray | None = None
+        self._rtp_fd = rtp_sock.fileno()
+        self._relay_for: tuple[str, int] | None = None  # latched source the two below are for
+        self._relay_pts: frozenset[int] | None = None
+        self._relay_expect = b""
+        self._relay_mask = b""
+        self._dest_slot = b""  # our rtp_dest as a sockaddr slot, when a peer relays to us
         self._dest_for: tuple[str, int] | None = None
-        self._raw8: bytes | None = None
-        self._raw8_for: tuple[str, int] | None = None
         loop = plane.loop
         self._batch_reader = None
         if plane.use_batch:
@@ -349,53 +358,61 @@ class RtpLeg:
         self._dispatch_events()
 
     def _on_rtp_batch(self, b, count: int) -> None:
-        """A recvmmsg batch. Relay legs take the vectorized path when every datagram is
-        plain media from the latched source; anything else goes through ``receive``."""
+        """A recvmmsg batch. A relay leg hands it to ``udpbatch.relay_batch`` (native/relay.c:
+        plain media from the latched source is logged and sent to the peer in one call);
+        whatever it does not accept, and every datagram of other legs, goes through
+        ``receive``."""
         now_ns = time.monotonic_ns()
+        off = self.plane.clock_offset_ns
         peer = self.relay_peer
         s = self.session
         if (
             peer is not None
-            and count >= BATCH_VECTOR_MIN
+            and s.latched_rtp is not None
             and self._srtp is None
             and peer._srtp is None
-            and s.latched_rtp is not None
             and not peer.closed
-            and ":" not in s.latched_rtp[0]
             and s.expects_media
         ):
-            key = self._latched_key
-            if self._latched_for != s.latched_rtp:
-                host, port = s.latched_rtp
-                key = int.from_bytes(socket.inet_aton(host), "big") << 16 | port
-                self._latched_key, self._latched_for = key, s.latched_rtp
-            h = _ub.rtp_headers(b.buf, b.lengths, count)
-            lengths = b.lengths[:count]
-            ok = (
-                h.valid
-                & (_ub.addr_keys(b.addrs, count) == np.uint64(key))
-                & np.isin(h.payload_type, self.plane._pt_arrays(s))
-                & (lengths <= b.maxlen)
-            )
-            if ok.all():
-                self._fast_relay(b, count, h, now_ns, peer)
+            if self._relay_for is not s.latched_rtp or self._relay_pts is not s._media_pts:
+                self._relay_expect = _addr_slot(s.latched_rtp)
+                self._relay_mask = bytes(1 if pt in s._media_pts else 0 for pt in range(128))
+                self._relay_for, self._relay_pts = s.latched_rtp, s._media_pts
+            ps = peer.session
+            dest = ps.rtp_dest if ps.sending else None
+            if dest is not None and peer._dest_for is not dest:
+                peer._dest_slot, peer._dest_for = _addr_slot(dest), dest
+            rows = s.log.reserve(count)
+            acc = self.plane.batch_accepted
+            n_acc, nbytes, n_sent, last_ts, err = _ub.relay_batch(
+                b.buf, b.lengths, b.addrs, b.ts_ns, count, self._relay_expect,
+                self._relay_mask, rows, acc, off, now_ns,
+                peer._rtp_fd if dest is not None else -1,
+                peer._dest_slot if dest is not None else None,
+            )  # fmt: skip
+            if n_acc:
+                self.vector_batches += 1
+                s.log.commit(n_acc)
+                s.rx_packets += n_acc
+                s.rx_bytes += nbytes
+                now = now_ns / 1e9
+                s.last_rx_at = now
+                if dest is not None:
+                    ps.note_forwarded_batch(n_acc, nbytes, last_ts, now)
+                if err:
+                    peer._send_failed(OSError(err, os.strerror(err)))
+            if n_acc == count:
                 return
-        off = self.plane.clock_offset_ns
-        if peer is not None:  # small batches: per-row fast path, no NumPy per datagram
-            raw = self.plane.batch_raw_addrs
-            latched = s.latched_rtp
-            key8 = self._latched_raw8()
-            for i in range(count):
-                ln = int(b.lengths[i])
+            if n_acc:
+                s.log.unordered = True  # the rest is logged after this batch's accepted rows
+            for i in np.flatnonzero(acc[:count] == 0).tolist():
                 ts = int(b.ts_ns[i])
-                arrival = ts - off if ts else now_ns
-                data = b.buf[i, : min(ln, b.maxlen)].tobytes()
-                if ln <= b.maxlen and key8 is not None and raw[i, :8].tobytes() == key8:
-                    if self._relay_one(data, latched, arrival):
-                        continue
-                    self.receive(data, latched, Channel.RTP, arrival)
-                else:
-                    self.receive(data, _ub.get_addr(b.addrs, i)[:2], Channel.RTP, arrival)
+                self.receive(
+                    b.payload(i),
+                    _ub.get_addr(b.addrs, i)[:2],
+                    Channel.RTP,
+                    ts - off if ts else now_ns,
+                )
             self._flush()
             return
         for i in range(count):
@@ -403,48 +420,6 @@ class RtpLeg:
             arrival = ts - off if ts else now_ns
             self.receive(b.payload(i), _ub.get_addr(b.addrs, i)[:2], Channel.RTP, arrival)
         self._flush()
-
-    def _latched_raw8(self) -> bytes | None:
-        """The latched IPv4 source as the first 8 bytes of a kernel sockaddr_in."""
-        latched = self.session.latched_rtp
-        if latched is None or ":" in latched[0]:
-            return None
-        if self._raw8_for != latched:
-            self._raw8 = (
-                struct.pack("=H", socket.AF_INET)
-                + struct.pack("!H", latched[1])
-                + socket.inet_aton(latched[0])
-            )
-            self._raw8_for = latched
-        return self._raw8
-
-    def _fast_relay(self, b, count: int, h, now_ns: int, peer: RtpLeg) -> None:
-        from gateway.quality.records import PACKET_DTYPE
-
-        self.vector_batches += 1
-        rows = np.empty(count, PACKET_DTYPE)
-        ts_ns = b.ts_ns[:count]
-        rows["arrival_ns"] = np.where(ts_ns != 0, ts_ns - self.plane.clock_offset_ns, now_ns)
-        rows["seq"], rows["ts"], rows["ssrc"] = h.seq, h.ts, h.ssrc
-        rows["pt"], rows["marker"] = h.payload_type, h.marker
-        lengths = b.lengths[:count]
-        rows["size"] = lengths
-        nbytes = int(lengths.sum())
-        now = now_ns / 1e9
-        self.session.receive_rtp_batch(rows, nbytes, now)
-        ps = peer.session
-        if not ps.sending or ps.rtp_dest is None:
-            return
-        if peer._dest_for != ps.rtp_dest or peer._dest_slots is None:
-            slots = np.zeros(b.capacity, dtype=_ub.ADDR_DTYPE)
-            _ub.set_addr(slots, 0, ps.rtp_dest)
-            slots[1:] = slots[0]
-            peer._dest_slots, peer._dest_for = slots, ps.rtp_dest
-        ps.note_forwarded_batch(count, nbytes, int(h.ts[-1]), now)
-        try:
-            _ub.send_batch(peer._rtp_sock, b.buf, b.lengths, peer._dest_slots, count)
-        except OSError as exc:
-            peer._send_failed(exc)
 
     def _flush(self) -> None:
         out = self.session.datagrams_to_send()
@@ -514,7 +489,7 @@ class RtpLeg:
         """Batch sink: the plane's quality engine gets every row once, off the hot path."""
         media = self.session.media_payload_types()
         if media:
-            rows = rows[np.isin(rows["pt"], list(media))]
+            rows = rows[pt_mask(media)[rows["pt"]]]
         if len(rows):
             cfg = self.session.cfg
             enc = cfg.codecs[0].name if cfg and cfg.codecs else None

@@ -43,7 +43,6 @@ import structlog
 from gateway.quality.engine import QualityEngine
 from gateway.rtp.leg import HAVE_BATCH, DirectionStats, LegStats, RtpLeg, _bind_udp, _ub
 from gateway.rtp.ports import PortAllocator, PortRange, PortsExhausted
-from gateway.rtp.session import RtpSession
 from gateway.rtp.types import MediaKind, Pool
 
 if TYPE_CHECKING:
@@ -99,12 +98,10 @@ class MediaPlane:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.use_batch = HAVE_BATCH if use_batch is None else (use_batch and _ub is not None)
         self.batch_buffers = _ub.BatchBuffers(64, 2048) if self.use_batch else None
-        self.batch_raw_addrs = (
-            self.batch_buffers.addrs.view(np.uint8).reshape(-1, _ub.ADDR_SIZE)
-            if self.batch_buffers is not None
-            else None
+        # relay_batch's per-row verdicts for the shared batch buffers (one batch at a time)
+        self.batch_accepted = np.zeros(
+            self.batch_buffers.capacity if self.batch_buffers is not None else 0, np.uint8
         )
-        self._pt_cache: dict[frozenset[int], np.ndarray] = {}
         # one engine for every leg: it vectorizes across streams, so legs' rows are pooled
         # and folded in together (QUALITY_FLUSH_S, or when someone reads stats)
         self.quality = QualityEngine()
@@ -175,13 +172,6 @@ class MediaPlane:
         rows, self._quality_rows = self._quality_rows, []
         if rows:
             self.quality.update_streams(rows)
-
-    def _pt_arrays(self, s: RtpSession) -> np.ndarray:
-        pts = s.media_payload_types()
-        arr = self._pt_cache.get(pts)
-        if arr is None:
-            arr = self._pt_cache[pts] = np.array(sorted(pts), dtype=np.uint8)
-        return arr
 
     def relay(self, a: RtpLeg, b: RtpLeg) -> None:
         """Forward media between two legs as-is (two-party call, no mixing or transcoding).

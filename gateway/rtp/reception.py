@@ -11,6 +11,7 @@ Probation and restart detection are simplified: a new SSRC resets the state.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.signal import lfilter
@@ -30,6 +31,16 @@ class ReceptionSnapshot:
     @property
     def jitter_us(self) -> int:
         return int(self.jitter_ts * 1_000_000 / self.clock_rate) if self.clock_rate else 0
+
+
+@lru_cache(maxsize=256)
+def pt_mask(pts: frozenset[int]) -> np.ndarray:
+    """A read-only 256-entry bool table, True at ``pts``: ``pt_mask(pts)[rows["pt"]]`` is
+    ``np.isin(rows["pt"], list(pts))`` without isin's per-call cost (RTCP ticks of many legs)."""
+    mask = np.zeros(256, bool)
+    mask[list(pts)] = True
+    mask.flags.writeable = False
+    return mask
 
 
 def _unwrap16(prev: int | None, seq: np.ndarray) -> np.ndarray:
@@ -85,7 +96,7 @@ class ReceptionState:
         self.base_seq = min(self.base_seq, int(ext.min()))
         self.max_seq = max(int(self.max_seq or 0), int(ext.max()))
         self.received += len(rows)
-        media = rows[np.isin(rows["pt"], list(media_pts))] if media_pts else rows
+        media = rows[pt_mask(media_pts)[rows["pt"]]] if media_pts else rows
         if len(media) and self.clock_rate:
             ts = _unwrap32(self.last_ts, media["ts"])
             self.last_ts = int(ts[-1])

@@ -30,6 +30,11 @@ Signatures (both implementations; ``fd`` is an int or anything with ``fileno()``
 * ``send_batch(fd, buf, lengths, dst_addrs, count) -> int``: ``dst_addrs`` None
   sends on a connected socket. Every row is checked before the first one leaves.
 * ``enable_timestamps(fd) -> None``: turns on SO_TIMESTAMPNS.
+* ``relay_batch(buf, lengths, addrs, ts_ns, count, expect, pt_mask, rows, accepted,
+  clock_offset_ns, now_ns, out_fd, dest) -> (n_accepted, nbytes, n_sent, last_ts,
+  send_errno)``: a two-party relay's work on one received batch (validate and match
+  the latched source, one PACKET_DTYPE record per accepted datagram, one sendmmsg of
+  the accepted ones to ``dest``); see ``_relay_batch_py`` (native/relay.c in C).
 
 Set ``VTCGW_NO_NATIVE=1`` to force the fallback.
 
@@ -42,6 +47,7 @@ read-only) or ValueError (shape, contiguity, counts) before any syscall.
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import struct
@@ -246,14 +252,113 @@ def _enable_timestamps_py(fd: Any) -> None:
             sock.detach()
 
 
+_REC_FIXED = np.dtype([("b0", "u1"), ("b1", "u1"), ("seq", ">u2"), ("ts", ">u4"), ("ssrc", ">u4")])
+_ADDR_RAW = np.dtype((np.void, ADDR_SIZE))
+
+
+def _relay_batch_py(
+    buf: Any,
+    lengths: Any,
+    addrs: Any,
+    ts_ns: Any,
+    count: int,
+    expect: Any,
+    pt_mask: Any,
+    rows: Any,
+    accepted: Any,
+    clock_offset_ns: int,
+    now_ns: int,
+    out_fd: Any,
+    dest: Any,
+) -> tuple[int, int, int, int, int]:
+    """The relay's per-batch work over a received batch (twin of native/relay.c).
+
+    Rows 0..count-1 of (buf, lengths, addrs, ts_ns) are one recv_batch result. Row i is
+    accepted when its source slot equals ``expect`` (28 bytes: family, port, address; for
+    IPv6 also the scope), it was not truncated, it is RTP version 2 with room for its
+    CSRCs, not RTCP on a multiplexed port (second byte 192..223), and ``pt_mask`` (128
+    bytes) is non-zero at its payload type. ``accepted[i]`` (uint8) says so; accepted rows
+    get one PACKET_DTYPE record each in ``rows[0..n_accepted-1]``, in batch order, with
+    arrival ``ts_ns[i] - clock_offset_ns`` (``now_ns`` without a kernel stamp). With
+    ``dest`` (a 28-byte slot) and ``out_fd`` >= 0 the accepted datagrams are sent there.
+    Returns ``(n_accepted, nbytes, n_sent, last_ts, send_errno)``: a send error is
+    returned, not raised (the records are already written); EAGAIN is plain loss.
+    """
+    from gateway.quality.records import PACKET_DTYPE
+
+    bflat, nrows, maxlen = _view(buf, "bytes2d", False, "buf")
+    if maxlen < 12:
+        raise ValueError("buf must be C-contiguous (rows of 12+ bytes)")
+    cap = min(nrows, len(lengths), len(addrs), len(ts_ns), len(rows), len(accepted))
+    if not 0 <= count <= cap:
+        raise ValueError(f"count must be in 0..{cap} (the smallest buffer), got {count}")
+    if getattr(rows, "dtype", None) != PACKET_DTYPE:
+        raise TypeError("rows must be a PACKET_DTYPE array")
+    exp = bytes(expect)
+    if len(exp) != ADDR_SIZE or (dest is not None and len(bytes(dest)) != ADDR_SIZE):
+        raise ValueError("expect and dest must be 28-byte address slots")
+    mask = np.frombuffer(bytes(pt_mask), np.uint8)
+    if len(mask) != 128:
+        raise ValueError("pt_mask must be 128 bytes")
+    efam = struct.unpack_from("=H", exp)[0]
+    if efam not in (socket.AF_INET, socket.AF_INET6):
+        raise ValueError("expect must hold an AF_INET or AF_INET6 address")
+    if dest is not None and struct.unpack_from("=H", bytes(dest))[0] not in (
+        socket.AF_INET,
+        socket.AF_INET6,
+    ):
+        raise ValueError("dest must hold an AF_INET or AF_INET6 address")
+    b = np.asarray(buf)[:count]
+    h = b[:, :12].copy().view(_REC_FIXED)[:, 0]
+    n = np.asarray(lengths)[:count].astype(np.int64)
+    b0, b1 = h["b0"], h["b1"]
+    raw = np.asarray(addrs)[:count].view(np.uint8).reshape(count, ADDR_SIZE)
+    e = np.frombuffer(exp, np.uint8)
+    cols = np.r_[0:8] if efam == socket.AF_INET else np.r_[0:4, 8:ADDR_SIZE]
+    same = (raw[:, cols] == e[cols]).all(axis=1)
+    ok = (
+        (n >= 12)
+        & (n <= maxlen)
+        & (b0 >> 6 == 2)
+        & (n >= 12 + 4 * (b0 & 0x0F).astype(np.int64))
+        & ((b1 < 192) | (b1 > 223))
+        & (mask[b1 & 0x7F] != 0)
+        & same
+    )
+    acc = np.asarray(accepted)
+    acc[:count] = ok
+    k = int(ok.sum())
+    out = np.asarray(rows)[:k]
+    t = np.asarray(ts_ns)[:count][ok]
+    out["arrival_ns"] = np.where(t != 0, t - clock_offset_ns, now_ns)
+    out["seq"], out["ts"], out["ssrc"] = h["seq"][ok], h["ts"][ok], h["ssrc"][ok]
+    out["pt"], out["marker"] = b1[ok] & 0x7F, b1[ok] >> 7
+    out["size"] = np.minimum(n[ok], 0xFFFF)
+    nbytes = int(n[ok].sum())
+    last_ts = int(h["ts"][ok][-1]) if k else 0
+    sent = err = 0
+    if k and dest is not None and (not isinstance(out_fd, int) or out_fd >= 0):
+        sel = np.flatnonzero(ok)
+        dst = np.empty(k, ADDR_DTYPE)
+        dst.view(_ADDR_RAW)[:] = np.frombuffer(bytes(dest), _ADDR_RAW)[0]
+        try:
+            sent = send_batch(out_fd, np.ascontiguousarray(b[sel]), n[sel].astype(np.int32), dst, k)
+        except OSError as exc:
+            err = exc.errno or errno.EIO
+        except TypeError:  # Python's sendto refuses a destination of the other family
+            err = errno.EAFNOSUPPORT
+    return k, nbytes, sent, last_ts, err
+
+
 class Implementation(NamedTuple):
     recv_batch: Callable[..., int]
     send_batch: Callable[..., int]
     enable_timestamps: Callable[[Any], None]
+    relay_batch: Callable[..., tuple[int, int, int, int, int]]
 
 
 IMPLEMENTATIONS: dict[str, Implementation] = {
-    "python": Implementation(_recv_batch_py, _send_batch_py, _enable_timestamps_py)
+    "python": Implementation(_recv_batch_py, _send_batch_py, _enable_timestamps_py, _relay_batch_py)
 }
 try:
     if os.environ.get("VTCGW_NO_NATIVE"):
@@ -261,16 +366,17 @@ try:
     from gateway import _udpbatch as _native  # type: ignore[attr-defined]
 
     IMPLEMENTATIONS["native"] = Implementation(
-        _native.recv_batch, _native.send_batch, _native.enable_timestamps
+        _native.recv_batch, _native.send_batch, _native.enable_timestamps, _native.relay_batch
     )
     HAVE_NATIVE = True
-except ImportError:
+except (ImportError, AttributeError):  # AttributeError: a stale build without relay_batch
     HAVE_NATIVE = False
 
 _impl = IMPLEMENTATIONS["native" if HAVE_NATIVE else "python"]
 recv_batch = _impl.recv_batch
 send_batch = _impl.send_batch
 enable_timestamps = _impl.enable_timestamps
+relay_batch = _impl.relay_batch
 
 # --------------------------------------------------------------------------- buffers
 

@@ -8,6 +8,8 @@ import pytest
 from gateway.quality.engine import QualityEngine
 from tests.quality.helpers import T0, rows
 
+pytestmark = pytest.mark.usefixtures("engine_impl")  # native and NumPy loops alike
+
 
 def _two_streams():
     a = rows(list(range(100, 160)), ssrc=11)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from gateway.quality.engine import QualityEngine
 from gateway.quality.export import (
     HEADER_FIELDS,
@@ -13,6 +15,8 @@ from gateway.quality.export import (
     quality_record,
 )
 from tests.quality.helpers import T0, rows
+
+pytestmark = pytest.mark.usefixtures("engine_impl")  # native and NumPy loops alike
 
 SPEC_FIELDS = [
     "voice_connector_id", "event_timestamp", "call_id", "from_sip_user", "from_country",

@@ -21,6 +21,8 @@ from gateway.quality.mos import (
 from gateway.quality.rtt import ntp64_from_unix_ns, ntp_short_from_ntp64, rtt_ntp_short, rtt_us
 from tests.quality.helpers import T0, rows
 
+pytestmark = pytest.mark.usefixtures("engine_impl")  # native and NumPy loops alike
+
 # ------------------------------------------------------------------ A.8 jitter
 
 

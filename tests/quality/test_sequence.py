@@ -5,13 +5,17 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.quality import engine
 from gateway.quality.engine import QualityEngine
 from gateway.quality.records import PACKET_DTYPE
 from tests.quality.helpers import T0, rows
 from tests.quality.reference import RefSource
+
+pytestmark = pytest.mark.usefixtures("engine_impl")  # native and NumPy loops alike
 
 
 def run(seqs: list[int], split: int | None = None) -> QualityEngine:
@@ -229,6 +233,10 @@ def check_against_reference(streams, cuts, jit, rate):
         if ref.jit_n:
             assert np.isclose(s.mean_jitter_ms * rate / 1000, ref.jit_sum / ref.jit_n, rtol=1e-9)
         assert s.max_delta_ms == ref.max_delta_ns / 1e6
+        if engine._rtp_stats is not None:  # the C loop is the literal recurrence: bit-exact
+            sid = eng.stream_id(key)
+            assert (eng._jt.jit[sid], eng._jt.jit_max[sid]) == (ref.jitter, ref.jit_max)
+            assert (eng._jt.jit_sum[sid], eng._jt.jit_n[sid]) == (ref.jit_sum, ref.jit_n)
         rb = eng.take_report_block(key)
         assert rb.fraction_lost == ref.take_fraction()
         assert rb.jitter == int(ref.jitter)

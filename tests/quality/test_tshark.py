@@ -18,7 +18,7 @@ from tests.quality.helpers import impaired_stream
 from tests.quality.reference import RefSource
 from tests.quality.tshark import lost_count, tshark_rtp_streams
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.peer]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.peer, pytest.mark.usefixtures("engine_impl")]
 
 A = ("10.1.0.1", 40000)
 B = ("10.1.0.2", 50000)
