@@ -1,11 +1,17 @@
 """`vtcgw-load`: the load generator's command line.
 
-Subcommands so far (the SIP side comes later):
+Subcommands:
 
 * ``rtp``  : N calls of 20 ms G.711 against an RTP echo target (SIPp -rtp_echo, an
   rtpengine loop, or ``vtcgw-load echo``) for S seconds; prints a JSON report.
   ``--self-echo`` starts a local echo process for the run and stops it by PID.
 * ``echo`` : a batched UDP echo (recv_batch -> send_batch back to the source).
+* ``calls``: N SIP calls (TLS, TCP or UDP) to a gateway with G.711 both ways, meetings
+  of K parties, optional keyed meeting IDs and moderator passcodes; reports RFC 6076
+  figures (SRD, SDD, SER, SEER, ISA), the generator's receive statistics and the
+  gateway's per-call MOS from its quality log. ``--json`` for the full report.
+  All calls come from one address: raise the gateway's per-source limit for load
+  (``VTCGW_SIP_RATE_LIMIT``, default 50 new requests/s, then 503).
 """
 
 from __future__ import annotations
@@ -109,6 +115,70 @@ def rtp(args: argparse.Namespace) -> int:
     return 0
 
 
+def calls(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from benchmarks.load.calls import Dial, DigitPath, LoadPlan, run_calls
+    from benchmarks.load.uac import SipTransport
+
+    transport = SipTransport(args.transport)
+    per_conn = args.calls_per_connection or (1 if transport.reliable else args.calls)
+    meetings = tuple(m for m in args.meeting.split(",") if m) or ("meeting",)
+    plan = LoadPlan(
+        target=args.target,
+        transport=transport,
+        calls=args.calls,
+        rate_cps=args.rate,
+        hold_s=args.hold,
+        meeting_ids=meetings,
+        meeting_size=args.meeting_size,
+        dial=Dial(args.dial),
+        moderator_passcode=args.passcode or "",
+        digit_path=DigitPath(args.dtmf),
+        calls_per_connection=per_conn,
+        rtp=not args.no_rtp,
+        rtp_sockets=args.sockets,
+        quality_log=args.quality_log,
+    )
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency
+        runner = asyncio.run
+    report = runner(run_calls(plan))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(summary(report))
+    return 0 if report["sip"]["ser"] == 1.0 else 1
+
+
+def summary(report: dict) -> str:
+    """A few human lines from a `calls` report."""
+    sip = report["sip"]
+    srd, sdd = sip["srd_ms"], sip["sdd_ms"]
+    lines = [
+        f"{report['calls']} calls over {report['transport']} to {report['target']}: "
+        f"{sip['answered']} answered, status {sip['final_status']}",
+        f"rate offered {report['offered_rate_cps']}/s launched {report['launch_rate_cps']}/s "
+        f"answered {report['answered_rate_cps']}/s; connections {report['connections']['opened']} "
+        f"(handshake ms p50 {report['connections']['handshake_ms']['p50']})",
+        f"SER {sip['ser']}  SEER {sip['seer']}  ISA {sip['isa']}",
+        f"SRD ms p50 {srd['p50']} p99 {srd['p99']} max {srd['max']}; "
+        f"SDD ms p50 {sdd['p50']} p99 {sdd['p99']}",
+    ]
+    if rx := report.get("rtp_received"):
+        lines.append(
+            f"RTP received {rx['packets_received']} of sent {rx['packets_sent']}; loss % mean "
+            f"{rx['loss_pct']['mean']:.3f}; jitter ms p50 {rx['jitter_ms']['p50']:.2f}; "
+            f"MOS p50 {rx['mos']['p50']:.2f} min {rx['mos']['min']:.2f}"
+        )
+    if q := report.get("gateway_quality"):
+        lines.append(f"gateway quality log: {q}")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="vtcgw-load", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -128,10 +198,32 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--host", default="127.0.0.1")
     e.add_argument("--seconds", type=float, default=None)
     e.add_argument("--ready", action="store_true", help="print the bound port when ready")
+    c = sub.add_parser("calls", help="SIP calls with G.711 media to a gateway")
+    c.add_argument("--target", type=_hostport, required=True, help="HOST:PORT of the gateway")
+    c.add_argument("--transport", choices=["tls", "tcp", "udp"], default="tls")
+    c.add_argument("--calls", type=_positive, default=10)
+    c.add_argument("--rate", type=float, default=10.0, help="calls started per second")
+    c.add_argument("--hold", type=float, default=5.0, help="seconds each answered call lasts")
+    c.add_argument("--meeting", default="meeting",
+                   help="meeting ID(s), comma-separated; calls fill them in turn")
+    c.add_argument("--meeting-size", type=_positive, default=10, help="parties per meeting")
+    c.add_argument("--dial", choices=["uri", "keypad"], default="uri",
+                   help="meeting ID in the request-URI, or keyed by DTMF (SIP INFO)")
+    c.add_argument("--dtmf", choices=["info", "rfc4733"], default="rfc4733",
+                   help="how digits are keyed: RFC 4733 telephone-events or SIP INFO")
+    c.add_argument("--passcode", default="", help="moderator passcode keyed by each meeting's first caller")
+    c.add_argument("--calls-per-connection", type=int, default=0,
+                   help="calls sharing one connection (default: TLS/TCP 1, UDP all)")
+    c.add_argument("--sockets", type=_positive, default=4, help="RTP sockets")
+    c.add_argument("--no-rtp", action="store_true", help="signalling only")
+    c.add_argument("--quality-log", type=Path, default=None, help="the gateway's quality.jsonl")
+    c.add_argument("--json", action="store_true", help="print the full JSON report")
     a = p.parse_args(argv)
     sys.setswitchinterval(0.0005)  # the sender takes the GIL back from the stats thread fast
     if a.cmd == "echo":
         return echo(a.port, a.host, a.seconds, a.ready)
+    if a.cmd == "calls":
+        return calls(a)
     return rtp(a)
 
 

@@ -160,7 +160,6 @@ class Origin:
     addr: tuple[str, int]
     conn_id: int = 0  # stream connection id (0 for UDP)
     local: tuple[str, int] = ("", 0)
-    extra: dict[str, object] = field(default_factory=dict, compare=False, hash=False)
 
     @property
     def reliable(self) -> bool:
