@@ -88,6 +88,7 @@ class MeetingsApplication:
         self.control = MeetingControl(lookup=store.lookup, source_allowed=self.guard.allowed,
                                       on_bad_attempt=self._bad_attempt)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._writes: set[asyncio.Future[Any]] = set()
         self.calls: dict[str, LiveCall] = {}
         self.recorders: dict[str, WavRecorder | MkvRecorder] = {}
         self.room_started_wall: dict[str, float] = {}
@@ -121,6 +122,8 @@ class MeetingsApplication:
             self._timer.cancel()
         for task in list(self._tasks):
             task.cancel()
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
         if self.outbox is not None:
             await self.outbox.close()
 
@@ -256,8 +259,9 @@ class MeetingsApplication:
         live.meeting_id = a.meeting_id
         conf = self.media.conference(key)
         conf.set_lobby(a.call_id, a.lobby)
-        if not a.lobby:
+        if not a.lobby and live.leg(MediaKind.VIDEO) is not None:
             # frozen video after a PIN-entry screen is a known peer failure: ask for a keyframe
+            # (never for an audio-only call: SIP INFO picture_fast_update would confuse it)
             live.control.request_keyframe()
             conf.request_keyframe(a.call_id)
 
@@ -355,10 +359,15 @@ class MeetingsApplication:
             start_s=live.start_wall, answer_s=live.answer_wall, end_s=time.time(),
             conference_start_s=conf_start, conference_end_s=conf_end,
             end_reason=live.end_reason, moderator=moderator, quality=quality)
-        try:
-            write_cdr(self.config.path("cdr_dir"), record)
-        except OSError as exc:
-            log.error("CDR not written", call_id=live.call.call_id, error=str(exc))
+        # two fsyncs per record: off the event loop, and awaited at shutdown so none is lost
+        fut = asyncio.get_running_loop().run_in_executor(None, write_cdr, self.config.path("cdr_dir"), record)
+        self._writes.add(fut)
+        fut.add_done_callback(lambda f, cid=live.call.call_id: self._written(f, cid))
+
+    def _written(self, fut: asyncio.Future[Any], call_id: str) -> None:
+        self._writes.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            log.error("CDR not written", call_id=call_id, error=str(fut.exception()))
 
     def _schedule_quality(self, live: LiveCall) -> None:
         loop = asyncio.get_running_loop()

@@ -13,11 +13,13 @@ Per tick (``tick(now)``):
 
 from __future__ import annotations
 
+import functools
 import itertools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 
 from gateway.rtp.codecs import AudioCodec
 from gateway.rtp.jitter import JitterBuffer, Pull
@@ -27,42 +29,61 @@ TICK_S = 0.02
 LEVEL_FLOOR = 30.0**2  # mean-square floor (~ -61 dBov) below which a frame is not a talker
 
 
+@functools.lru_cache(maxsize=16)
+def _lowpass(up: int, down: int) -> np.ndarray:
+    """The filter resample_poly would design on every call (same length, cutoff and
+    Kaiser window); designing it once per rate pair saves most of a tick's cost."""
+    max_rate = max(up, down)
+    taps = firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+    taps.setflags(write=False)
+    return taps
+
+
 def convert_rate(pcm: np.ndarray, src: int, dst: int) -> np.ndarray:
     if src == dst:
         return pcm
-    from math import gcd
-
-    g = gcd(src, dst)
-    out = resample_poly(pcm.astype(np.float32), dst // g, src // g)
+    g = math.gcd(src, dst)
+    up, down = dst // g, src // g
+    out = resample_poly(pcm.astype(np.float32), up, down, window=_lowpass(up, down))
     return np.clip(out, -32768, 32767).astype(np.int16)
 
 
 class PlayHandle:
-    """A sound being played; ``stop()`` ends it early, ``done`` tells when it finished."""
+    """A sound being played; ``stop()`` ends it early, ``done`` tells when it finished.
 
-    __slots__ = ("done", "id", "loop", "pcm", "pos")
+    The sound is kept at 16 kHz; a copy at another mix rate is made once, on first use,
+    not every tick. The position counts 16 kHz samples whatever rate is read.
+    """
+
+    __slots__ = ("_at", "done", "id", "loop", "pcm", "pos")
 
     def __init__(self, pcm: np.ndarray, loop: bool) -> None:
         self.id = next(_handle_ids)
         self.pcm, self.loop, self.pos, self.done = pcm, loop, 0, False
+        self._at: dict[int, np.ndarray] = {16000: pcm}
 
     def stop(self) -> None:
         self.done = True
 
-    def take(self, n: int) -> np.ndarray | None:
+    def take(self, n: int, rate: int = 16000) -> np.ndarray | None:
+        """The next ``n`` samples at 16 kHz, returned at ``rate`` (8000 or 16000)."""
         if self.done or not len(self.pcm):
             self.done = True
             return None
+        pcm = self._at.get(rate)
+        if pcm is None:
+            pcm = self._at[rate] = convert_rate(self.pcm, 16000, rate)
+        k, start = n * rate // 16000, self.pos * rate // 16000
         if self.loop:
-            idx = (self.pos + np.arange(n)) % len(self.pcm)
+            chunk = pcm[(start + np.arange(k)) % len(pcm)]
             self.pos = (self.pos + n) % len(self.pcm)
-            return self.pcm[idx]
-        chunk = self.pcm[self.pos : self.pos + n]
+            return chunk
+        chunk = pcm[start : start + k]
         self.pos += n
         if self.pos >= len(self.pcm):
             self.done = True
-        if len(chunk) < n:
-            chunk = np.concatenate((chunk, np.zeros(n - len(chunk), dtype=np.int16)))
+        if len(chunk) < k:
+            chunk = np.concatenate((chunk, np.zeros(k - len(chunk), dtype=np.int16)))
         return chunk
 
 
@@ -176,16 +197,12 @@ class AudioMixer:
     def _sound(handles: list[PlayHandle], n16: int, rate: int) -> np.ndarray | None:
         acc = None
         for h in handles:
-            chunk = h.take(n16)
+            chunk = h.take(n16, rate)
             if chunk is None:
                 continue
             acc = chunk.astype(np.int32) if acc is None else acc + chunk
         handles[:] = [h for h in handles if not h.done]
-        if acc is None:
-            return None
-        if rate == 8000:
-            acc = convert_rate(np.clip(acc, -32768, 32767).astype(np.int16), 16000, 8000)
-        return acc.astype(np.int32)
+        return acc
 
     # ----- the tick ------------------------------------------------------------------
     def tick(self, now: float) -> MixResult:
