@@ -179,7 +179,6 @@ class RtpSession:
         self._fir_seq = 0
         # receive state
         self.log = PacketLog(256)
-        self._batches: list = []  # PACKET_DTYPE row arrays from batched receive (relay path)
         self.reception = ReceptionState(8000)
         self.last_rx_at: float | None = None
         self._timeout_from = 0.0
@@ -413,13 +412,6 @@ class RtpSession:
         # by U(0.5, 1.5) and divided by e - 3/2 to compensate for timer reconsideration
         return RTCP_MIN_INTERVAL_S * self._rng.uniform(0.5, 1.5) / (math.e - 1.5)
 
-    def receive_rtp_batch(self, rows, nbytes: int, now: float) -> None:
-        """Account a batch the adapter already checked (latched source, media PTs, valid)."""
-        self.rx_packets += len(rows)
-        self.rx_bytes += nbytes
-        self.last_rx_at = now
-        self._batches.append(rows)
-
     def note_forwarded_batch(self, count: int, nbytes: int, last_ts: int, now: float) -> None:
         self.tx_packets += count
         self.tx_bytes += nbytes
@@ -430,15 +422,9 @@ class RtpSession:
 
     def fold_log(self) -> None:
         """Move logged rows into the reception state and hand them to batch sinks."""
-        if len(self.log) == 0 and not self._batches:
+        if len(self.log) == 0:
             return
         rows = self.log.take()
-        if self._batches:
-            import numpy as np
-
-            rows = np.concatenate([rows, *self._batches])
-            rows = rows[np.argsort(rows["arrival_ns"], kind="stable")]
-            self._batches = []
         self.reception.consume(rows, self._media_pts)
         for sink in self.batch_sinks:
             sink(rows, self.clock_rate)
