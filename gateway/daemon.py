@@ -114,6 +114,7 @@ class Gateway:
         self.media = MediaPlane(sip_range=c.media_range, h323_range=c.h323_media_range,
                                 bind_host=c.bind_host, advertise_host=c.media_advertise_host,
                                 quarantine_s=c.media_quarantine_s, media_timeout_s=c.media_timeout_s)
+        self.media.on_tick = self.metrics.observe_tick
         await self.media.start()
         self.app = MeetingsApplication(config=c, store=self.store, media=self.media,
                                        metrics=self.metrics, draining=lambda: self.draining)

@@ -59,6 +59,17 @@ class Metrics:
             "SessionRequestDelaySeconds", "RFC 6076 session request delay (INVITE to first final)",
             registry=r, buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2, 5))
 
+        tick_buckets = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1)
+        self.tick_seconds = Histogram("ConferenceTickSeconds", "time one conference mix tick took",
+                                      registry=r, buckets=tick_buckets)
+        self.tick_lateness = Histogram("ConferenceTickLatenessSeconds",
+                                       "how late a mix tick started against its 20 ms slot",
+                                       registry=r, buckets=tick_buckets)
+
+    def observe_tick(self, duration_s: float, lateness_s: float) -> None:
+        self.tick_seconds.observe(duration_s)
+        self.tick_lateness.observe(lateness_s)
+
     def inc(self, name: str, amount: float = 1) -> None:
         self.counters[name].inc(amount)
 

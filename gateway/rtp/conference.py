@@ -276,7 +276,11 @@ class Conference:
             elif delay < -0.2:  # far behind (stalled loop): skip ahead rather than burst
                 self.tick_overruns += 1
                 start, k = time.monotonic(), 0
+            began = time.monotonic()
             try:
-                self.tick(time.monotonic())
+                self.tick(began)
             except Exception:  # one bad frame must not end the meeting's media
                 log.exception("conference.tick_failed", meeting=self.key)
+            observe = self.plane.on_tick if self.plane is not None else None
+            if observe is not None:  # duration and lateness against the 20 ms slot, for /metrics
+                observe(time.monotonic() - began, max(0.0, began - due))

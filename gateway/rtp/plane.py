@@ -32,6 +32,8 @@ Quality: every leg's packet rows are pooled into one :class:`gateway.quality.eng
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import asyncio
 import time
 from dataclasses import dataclass
@@ -79,6 +81,8 @@ class MediaPlane:
         mix_talkers: int = 4,
         use_batch: bool | None = None,
     ) -> None:
+        # conference tick observer: (tick duration s, lateness vs its 20 ms slot s)
+        self.on_tick: Callable[[float, float], None] | None = None
         self.bind_host = bind_host
         self.advertise_host = advertise_host
         self.media_timeout_s = media_timeout_s

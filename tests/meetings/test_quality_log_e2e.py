@@ -52,5 +52,8 @@ def test_quality_log_metrics_and_cdr(tmp_path: Path) -> None:
               if line and not line.startswith("#")}
     assert values["CustomerToVcRtpPackets_total"] >= last["cust2vc_rtp_packets"] * 0.5
     assert 4.0 <= values["MOSBetweenVcAndCustomer"] <= 4.4
+    # the mix tick is observable: ~50 ticks a second for the call's conference
+    assert values["ConferenceTickSeconds_count"] > 100
+    assert values['ConferenceTickSeconds_bucket{le="0.01"}'] >= 0.9 * values["ConferenceTickSeconds_count"]
     cdr = json.loads(next(p for p in (data / "cdr").rglob("*") if p.is_file()).read_text())
     assert cdr["Quality"]["mos_btwn_vc_and_cust"] == last["mos_btwn_vc_and_cust"]
