@@ -32,10 +32,9 @@ Quality: every leg's packet rows are pooled into one :class:`gateway.quality.eng
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -232,8 +231,8 @@ class MediaPlane:
             legs_open=len(legs),
             exhausted=exhausted,
             bind_failures=self.bind_failures,
-            stray_dropped=self._closed_stray + sum(l.session.stray_dropped for l in legs),
+            stray_dropped=self._closed_stray + sum(leg.session.stray_dropped for leg in legs),
             malformed_dropped=self._closed_malformed
-            + sum(l.session.malformed_dropped for l in legs),
-            srtp_failures=self._closed_srtp + sum(l.srtp_failures for l in legs),
+            + sum(leg.session.malformed_dropped for leg in legs),
+            srtp_failures=self._closed_srtp + sum(leg.srtp_failures for leg in legs),
         )
