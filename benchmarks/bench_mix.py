@@ -75,7 +75,7 @@ class _Meeting:
             mixer.receive(f"p{i}", h.seq, h.timestamp, data[h.payload_offset : h.payload_end], now)
         res = mixer.tick(now)
         sent = 0
-        for f, s in zip(res.frames, self.sessions):
+        for f, s in zip(res.frames, self.sessions, strict=False):
             s.send_rtp(pt=f.pt, payload=f.payload, ts_offset=f.ts_offset, marker=f.marker, now=now)
             sent += len(s.datagrams_to_send())
             if len(s.log) > 250:

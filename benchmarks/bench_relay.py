@@ -290,11 +290,11 @@ def serve(calls: int, blaster_port: int, sink_port: int, low: int, batch: int) -
             Path(report).write_text(
                 json.dumps(
                     {
-                        "rx_packets": sum(l.session.rx_packets for l in legs),
-                        "tx_packets": sum(l.session.tx_packets for l in legs),
-                        "send_failures": sum(l.send_failures for l in legs),
-                        "stray": sum(l.session.stray_dropped for l in legs),
-                        "malformed": sum(l.session.malformed_dropped for l in legs),
+                        "rx_packets": sum(leg.session.rx_packets for leg in legs),
+                        "tx_packets": sum(leg.session.tx_packets for leg in legs),
+                        "send_failures": sum(leg.send_failures for leg in legs),
+                        "stray": sum(leg.session.stray_dropped for leg in legs),
+                        "malformed": sum(leg.session.malformed_dropped for leg in legs),
                     }
                 )
             )
@@ -543,7 +543,7 @@ def run(quick: bool) -> dict:
         rte = Rtpengine(20000 + 2 * span, 20000 + 3 * span)
         stoppers.append(rte.stop)
         relays["rtpengine"] = (rte.setup_calls(calls, blaster.tx_port, blaster.rx_port), rte.pid)
-        for name, (ports, pid) in relays.items():  # warm-up: imports, first RTCP round
+        for _name, (ports, pid) in relays.items():  # warm-up: imports, first RTCP round
             blaster.step(ports, 5_000, 1.0 if quick else 4.0, pid)
         per_stream = 40  # below rtpengine's 50-queued-packets flood guard (gotcha 5)
         for name, (ports, pid) in relays.items():

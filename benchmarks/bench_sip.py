@@ -447,7 +447,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             kam_port = _free(socket.SOCK_STREAM)
             procs: list[subprocess.Popen[bytes]] = []
 
-            def restart_uas() -> None:  # a fresh uas per step (INTEROP.md gotcha 4)
+            def restart_uas(procs: list = procs, uas_port: int = uas_port, proto: str = proto) -> None:
+                # a fresh uas per step (INTEROP.md gotcha 4)
                 while procs:
                     _kill(procs.pop())
                 procs.append(_start_uas(tmp, uas_port, proto))

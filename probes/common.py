@@ -93,7 +93,7 @@ def table(headers: list[str], rows: list[list[Any]], *, right: set[int] | None =
 
     def line(vals: list[str]) -> str:
         return "  ".join(v.rjust(w) if i in right else v.ljust(w)
-                         for i, (v, w) in enumerate(zip(vals, widths))).rstrip()
+                         for i, (v, w) in enumerate(zip(vals, widths, strict=False))).rstrip()
 
     out = [line(headers), line(["-" * w for w in widths])]
     out += [line(r) for r in cells]

@@ -90,7 +90,7 @@ def analyse(path: str | Path, *, clock_rates: dict[int, int] | None = None, min_
         eng.update(cap.rows, keys=cap.stream)
     t_first = int(cap.rows["arrival_ns"][0]) if len(cap.rows) else 0
     out = []
-    for info, rate in zip(cap.streams, rates):
+    for info, rate in zip(cap.streams, rates, strict=False):
         s = eng.summary(info.index)
         rows = cap.rows[cap.stream == info.index]
         lost_pct = 100.0 * s.lost / s.expected if s.expected else 0.0

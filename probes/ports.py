@@ -36,7 +36,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.reflector import HEADER_SIZE, MAX_OPEN_PORTS, Kind, ProbeBlock, build_probe, port_list, verify_answer
+from gateway.reflector import (
+    HEADER_SIZE,
+    MAX_OPEN_PORTS,
+    Kind,
+    ProbeBlock,
+    build_probe,
+    port_list,
+    verify_answer,
+)
 from probes.common import Check, Op, ProbeError, ProbeResult, Progress, checks_table, table
 
 FS_KX = ("ECDHE", "DHE")
@@ -345,13 +353,13 @@ async def udp_ranges(host: str, reflector_port: int, token: str,
                 data = proto.payloads[(reflector_port, ssrc)]
                 opened = port_list(data[HEADER_SIZE:HEADER_SIZE + ans.auth_len])
                 checks = []
-                for p, o in zip(wanted, opened):
+                for p, o in zip(wanted, opened, strict=False):
                     if o == 0:
                         rows.append({"port": p, "state": "not opened (outside the reflector's range or in use)"})
                         continue
                     checks.append(p)
                 results = await asyncio.gather(*(ask(p, ssrc0 + 0x80 + i, Kind.ECHO) for i, p in enumerate(checks)))
-                for p, r in zip(checks, results):
+                for p, r in zip(checks, results, strict=False):
                     rows.append({"port": p, "state": "reachable" if r is not None else "no answer"})
                     done += 1
                     if progress:
@@ -381,7 +389,7 @@ async def probe(opts: PortsOptions, progress: Progress | None = None) -> ProbeRe
     if opts.sip_tcp_port:
         tcp_ports.append(("sip-tcp", opts.sip_tcp_port))
     tcp = await asyncio.gather(*(tcp_connect(opts.host, p, opts.timeout_s) for _, p in tcp_ports))
-    res.data["tcp"] = [{"name": n, **r} for (n, _), r in zip(tcp_ports, tcp)]
+    res.data["tcp"] = [{"name": n, **r} for (n, _), r in zip(tcp_ports, tcp, strict=False)]
     for r in res.data["tcp"]:
         res.checks.append(Check(name=f"tcp {r['name']} {r['port']} open", value=r["state"], limit="open", op=Op.EQ))
     if tcp[0]["state"] == "open":

@@ -230,7 +230,7 @@ def analyse(run: RunData, *, bin_s: float = 1.0) -> dict[str, Any]:
             "forward_jitter_ms": fwd_series,
             "return_jitter_ms": ret_series,
             "round_trip_loss_pct": [round(100.0 * (1 - g / s), 2) if s else 0.0
-                                    for s, g in zip(sent_per_bin.tolist(), got_per_bin.tolist())],
+                                    for s, g in zip(sent_per_bin.tolist(), got_per_bin.tolist(), strict=False)],
             "rtt_ms": [round(x, 3) if x is not None else None for x in rtt_bin],
         },
     }

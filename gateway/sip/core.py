@@ -326,7 +326,7 @@ def _tag_for(req: Request) -> str:
 
 def _stamp_via(req: Request, origin: Origin) -> Request:
     """RFC 3581 section 4 / RFC 3261 section 18.2.1: received and rport on the top Via."""
-    for i, (k, v) in enumerate(req.headers):
+    for i, (k, _v) in enumerate(req.headers):
         if k != "Via":
             continue
         via = req.top_via

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 
 from gateway.sip.errors import SipParseError
 
-
 _STATIC = {"0": ("PCMU", 8000, 1), "8": ("PCMA", 8000, 1), "9": ("G722", 8000, 1),
            "18": ("G729", 8000, 1), "34": ("H263", 90000, 1), "31": ("H261", 90000, 1)}
 

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from gateway.sip.errors import SipParseError
-from gateway.tlsconf import CertificateError, server_context
 from gateway.sip.message import Message, Origin
 from gateway.sip.parser import StreamFramer
+from gateway.tlsconf import CertificateError, server_context
+
 
 def server_tls_context(cert_path: str, key_path: str, *, client_ca_path: str | None = None,
                        require_client_cert: bool = False) -> ssl.SSLContext:

@@ -20,7 +20,6 @@ from gateway.rtp.ports import PortRange
 from gateway.sip.metrics import CountingMetrics
 from gateway.sip.service import SipService
 from gateway.sip.settings import SipSettings
-
 from tests.conftest import PYTHON, ROOT
 from tests.sip.helpers import RecordingApp
 
@@ -34,7 +33,7 @@ def make_cert(directory: Path) -> tuple[str, str]:
 
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=30))

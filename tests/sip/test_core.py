@@ -10,7 +10,6 @@ from gateway.rtp.types import Direction, MediaKind
 from gateway.sip.message import Request, Response
 from gateway.sip.settings import SipSettings
 from gateway.sip.transaction import T1
-
 from tests.sip.helpers import (
     AUDIO_SDP,
     TCP,

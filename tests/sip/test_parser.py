@@ -10,7 +10,6 @@ from gateway.sip.errors import SipParseError
 from gateway.sip.headers import NameAddr, SipUri, Via, split_list
 from gateway.sip.message import Request, Response, response_to
 from gateway.sip.parser import MAX_MESSAGE, Keepalive, StreamFramer, parse_message
-
 from tests.sip.helpers import invite
 
 

@@ -11,7 +11,6 @@ import pytest
 
 from gateway.calls import DigitSource
 from gateway.rtp.types import Direction, MediaKind
-
 from tests.sip.peers import make_cert, run_agent, running_gateway, settings_for_tests
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(90)]

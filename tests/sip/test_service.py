@@ -12,7 +12,6 @@ import pytest
 from gateway.sip.metrics import CountingMetrics
 from gateway.sip.parser import parse_message
 from gateway.sip.service import SipService
-
 from tests.sip.helpers import FakeMedia, RecordingApp, in_dialog, invite
 from tests.sip.peers import make_cert, settings_for_tests
 

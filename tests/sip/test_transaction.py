@@ -19,7 +19,6 @@ from gateway.sip.transaction import (
     TxKind,
     TxState,
 )
-
 from tests.sip.helpers import invite
 
 
