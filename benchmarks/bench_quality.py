@@ -19,8 +19,6 @@ Prints JSON and writes it to --out. `run(quick)` is the entry for benchmarks/run
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import subprocess
@@ -30,6 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks.common import bench_main
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -311,16 +311,7 @@ def run(quick: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--out", type=Path)
-    args = ap.parse_args(argv)
-    res = run(args.quick)
-    text = json.dumps(res, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
-    return 0
+    return bench_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.h323 import messages as m
 from gateway.h323.errors import Cause, RemoteProtocolError
+
+T = TypeVar("T")
 
 H225_PROTOCOL_ID = (0, 0, 8, 2250, 0, 4)  # H.225.0 version 4
 H245_PROTOCOL_ID = (0, 0, 8, 245, 0, 13)  # H.245 version 13
@@ -589,26 +592,35 @@ def _h245_val(msg: m.H245Message) -> tuple[str, tuple[str, Any]]:  # noqa: C901 
     raise TypeError(f"cannot encode {msg!r}")
 
 
-def encode_h245(msg: m.H245Message) -> bytes:
-    val = _h245_val(msg)
+def _h245_encode(pdu: str, val: Any) -> bytes:
+    """set + encode in one step under the lock (pycrate's PDU objects are shared singletons)."""
     with _lock:
-        obj = _h245().MultimediaSystemControlMessage
+        obj = getattr(_h245(), pdu)
         obj.set_val(val)
         return bytes(obj.to_aper())
 
 
-def decode_h245(data: bytes) -> m.H245Message:
-    """One MultimediaSystemControlMessage; :class:`UnsupportedDataType` for an OLC we refuse."""
+def _h245_decode(pdu: str, data: bytes, read: Callable[[Any], T], what: str, cause: int) -> T:
+    """decode + get in one step under the lock; any PER failure becomes our error with ``cause``."""
     try:
         with _lock:
-            obj = _h245().MultimediaSystemControlMessage
+            obj = getattr(_h245(), pdu)
             obj.from_aper(data)
             val = obj.get_val()
-        return _read_h245(val)
+        return read(val)
     except RemoteProtocolError:
         raise
     except Exception as exc:
-        raise RemoteProtocolError(f"H.245 PER: {exc}"[:200], Cause.PROTOCOL_ERROR) from exc
+        raise RemoteProtocolError(f"{what}: {exc}"[:200], cause) from exc
+
+
+def encode_h245(msg: m.H245Message) -> bytes:
+    return _h245_encode("MultimediaSystemControlMessage", _h245_val(msg))
+
+
+def decode_h245(data: bytes) -> m.H245Message:
+    """One MultimediaSystemControlMessage; :class:`UnsupportedDataType` for an OLC we refuse."""
+    return _h245_decode("MultimediaSystemControlMessage", data, _read_h245, "H.245 PER", Cause.PROTOCOL_ERROR)
 
 
 def _read_h245(val: Any) -> m.H245Message:  # noqa: C901 - one row per message
@@ -685,23 +697,8 @@ def _read_h245(val: Any) -> m.H245Message:  # noqa: C901 - one row per message
 
 def encode_olc(olc: m.OpenLogicalChannel) -> bytes:
     """One fastStart element (an encoded OpenLogicalChannel, H.225.0 section 7.3.1)."""
-    val = _olc_val(olc)
-    with _lock:
-        obj = _h245().OpenLogicalChannel
-        obj.set_val(val)
-        return bytes(obj.to_aper())
+    return _h245_encode("OpenLogicalChannel", _olc_val(olc))
 
 
 def decode_olc(data: bytes) -> m.OpenLogicalChannel:
-    try:
-        with _lock:
-            obj = _h245().OpenLogicalChannel
-            obj.from_aper(data)
-            val = obj.get_val()
-        return _read_olc(val)
-    except RemoteProtocolError:
-        raise
-    except Exception as exc:
-        raise RemoteProtocolError(
-            f"fastStart OLC PER: {exc}"[:200], Cause.INVALID_IE_CONTENTS
-        ) from exc
+    return _h245_decode("OpenLogicalChannel", data, _read_olc, "fastStart OLC PER", Cause.INVALID_IE_CONTENTS)
