@@ -138,5 +138,15 @@ class AudioCodec:
         return self.encode(np.zeros(self.fmt.frame_samples, dtype=np.int16))
 
 
+@cache
+def silence_payload(codec: Codec) -> bytes:
+    """One 20 ms frame of silence in ``codec`` (a leg's first packet, opening NAT pinholes);
+    b"" for codecs the mixer cannot encode. Computed once per codec: encoders are costly."""
+    try:
+        return AudioCodec(codec).silence()
+    except UnsupportedCodec:
+        return b""
+
+
 def audio_codec_supported(codec: Codec) -> bool:
     return codec.name.upper() in FORMATS

@@ -252,15 +252,11 @@ class RtpLeg:
         cfg = self.session.cfg
         if cfg is None or not cfg.codecs:
             return
-        from gateway.rtp.codecs import AudioCodec, UnsupportedCodec
+        from gateway.rtp.codecs import silence_payload
 
-        try:
-            payload = AudioCodec(cfg.codecs[0]).silence()
-        except UnsupportedCodec:
-            payload = b""
         self.session.send_rtp(
             pt=cfg.codecs[0].payload_type,
-            payload=payload,
+            payload=silence_payload(cfg.codecs[0]),
             ts_offset=0,
             marker=True,
             now=time.monotonic(),

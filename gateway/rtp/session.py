@@ -140,6 +140,9 @@ class SessionCounters:
     malformed_dropped: int
 
 
+_RNG = random.Random()  # seeded once from os.urandom: SSRC, first seq and timestamp (RFC 3550 5.1)
+
+
 class RtpSession:
     def __init__(
         self,
@@ -154,7 +157,7 @@ class RtpSession:
     ) -> None:
         self.kind = kind
         self.cname = cname
-        self._rng = rng or random.Random()
+        self._rng = rng or _RNG
         self.ssrc = ssrc if ssrc is not None else self._rng.getrandbits(32)
         self.media_timeout_s = media_timeout_s
         self.latch_window_s = latch_window_s

@@ -10,6 +10,7 @@ CSeq, SIP URIs) have small frozen parsers here; each raises
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 
@@ -323,3 +324,11 @@ class CSeq:
 
     def __str__(self) -> str:
         return f"{self.number} {self.method}"
+
+
+# Header texts repeat across a call's messages (From, To, Contact, Request-URI and CSeq of the
+# INVITE, its ACK, the BYE, every retransmission), and the parsed values are frozen: a text is
+# parsed once and the value shared. Callers never mutate a value's ``params`` (copy first).
+PARSE_CACHE = 4096
+for _cls in (SipUri, NameAddr, Via, CSeq):
+    _cls.parse = staticmethod(functools.lru_cache(maxsize=PARSE_CACHE)(_cls.parse))  # type: ignore[method-assign]

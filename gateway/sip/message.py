@@ -105,7 +105,7 @@ class Request(_Base):
 
     @property
     def ruri(self) -> SipUri:
-        return SipUri.parse(self.uri)
+        return SipUri.parse(self.uri)  # memoized by text in gateway.sip.headers
 
     def __bytes__(self) -> bytes:
         return self._head_bytes(f"{self.method} {self.uri} SIP/2.0")
