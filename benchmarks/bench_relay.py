@@ -12,6 +12,17 @@ Setup (INTEROP.md gotcha 5): many streams at realistic per-stream rates, not one
 - Burst cost (robust on a shared machine): the relay is stopped (SIGSTOP), 40 packets are
   queued on every stream, it is resumed, and its CPU time until the sink goes quiet is divided
   by the packets delivered: microseconds of CPU per forwarded packet, and its inverse.
+- Added latency (issue 9: p99 under 1 ms): after the sweep, at 10k pps (200 streams x 50
+  pps) and at 80 % of our relay's loss-free ceiling (rtpengine too if that is within its own
+  ceiling), every packet carries its send time (CLOCK_REALTIME ns taken just before its
+  sendmmsg; 0.5 ms pacing, at most 16 packets per call) and the sink subtracts it from its
+  kernel receive timestamp (SO_TIMESTAMPNS). Twinned packets are also sent, in the same
+  sendmmsg just before, straight to a second sink socket: relayed receive time - twin's
+  receive time is the packet's own time in the relay. The direct path (blaster -> sink),
+  our relay and rtpengine run in turn at the same load, each relay once under the normal
+  scheduler and once as SCHED_FIFO (a stand-in for a core of its own); see ``LATENCY_NOTE``.
+  rtpengine is restarted before these runs: the sweep's overload steps make it drop its
+  streams for good.
 - rtpengine: userspace only (``--table=-1``), one thread, calls set up over the ng
   protocol (bencoded offer/answer over UDP).
 
@@ -39,6 +50,23 @@ from gateway.rtp import udpbatch as ub
 ROOT = Path(__file__).resolve().parent.parent
 PKT = 172  # 12-byte header + 160 bytes of PCMU
 RELAY_CPU, LOAD_CPU = 0, 1
+# latency runs: payload bytes 12-19 carry the send time, 20-27 the packet's index in the step
+STAMP = slice(12, 28)
+LATENCY_SLOT = 0.0005  # the latency runs send every 0.5 ms: 5 packets per sendmmsg at 10k pps
+LATENCY_ROWS = 16  # and at most 16 per sendmmsg, so one stamp is close to each packet's send
+TWIN_PPS = 10_000  # twins (copies sent straight to the sink) per second, at most
+LATENCY_PATHS = ("direct_no_relay", "gateway", "rtpengine")
+LATENCY_NOTE = (
+    "one_way_us: sink kernel receive time (SO_TIMESTAMPNS) - the sender's CLOCK_REALTIME stamp "
+    "taken just before the sendmmsg (<= 16 packets) that carried the packet; it includes the "
+    "sender's own send time and any preemption of the sender on the shared load core. "
+    "added_us.difference_of_percentiles = percentile(relayed one_way) - percentile(direct "
+    "one_way), two different packet sets: a difference of percentiles, NOT the percentile of "
+    "per-packet differences. added_us.per_packet_vs_twin IS a percentile of per-packet "
+    "differences: each twinned packet's receive time minus that of its twin, a copy sent "
+    "just before it in the same sendmmsg straight to a second sink socket (so it is off by "
+    "one packet's loopback send, a few us, on the high side)."
+)
 
 
 # ----- bencode (rtpengine ng protocol) ------------------------------------------------------
@@ -89,6 +117,15 @@ def _sdp_port(sdp: bytes) -> int:
     raise ValueError("no m=audio in rtpengine's SDP")
 
 
+def _terminate(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Rtpengine:
     def __init__(self, port_min: int, port_max: int) -> None:
         self.ng_port = _free_udp()
@@ -109,6 +146,7 @@ class Rtpengine:
                 "--log-stderr",
                 "--log-level=3",
                 "--num-threads=1",
+                "--timeout=3600",  # streams idle while other relays are measured stay up
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -169,12 +207,7 @@ class Rtpengine:
 
     def stop(self) -> None:
         self.sock.close()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        _terminate(self.proc)
 
 
 class GatewayRelay:
@@ -215,12 +248,7 @@ class GatewayRelay:
         return self.proc.pid
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        _terminate(self.proc)
 
 
 def serve(calls: int, blaster_port: int, sink_port: int, low: int, batch: int) -> None:
@@ -332,15 +360,21 @@ class Blaster:
         self.tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.tx.bind(("127.0.0.1", 0))
         _big_buffer(self.tx, SO_SNDBUFFORCE, socket.SO_SNDBUF)
-        self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        _big_buffer(self.rx, SO_RCVBUFFORCE, socket.SO_RCVBUF)
-        self.rx.bind(("127.0.0.1", 0))
-        self.rx.setblocking(False)
         self.tx.setblocking(False)
+        self.rx = _sink_socket()
+        self.twin = _sink_socket()  # latency runs: same-packet copies that skip the relay
+        self.twin_dst = np.zeros(1, dtype=ub.ADDR_DTYPE)
+        ub.set_addr(self.twin_dst, 0, ("127.0.0.1", self.twin.getsockname()[1]))
         self.out = ub.BatchBuffers(self.ROWS, PKT)
+        self.pairs = ub.BatchBuffers(2 * LATENCY_ROWS, PKT)
         self.inb = ub.BatchBuffers(256, 2048)
         self.out.lengths[:] = PKT
+        self.pairs.lengths[:] = PKT
         self.tag = 0
+        # set by latency(): per drained batch, (send stamp, index) rows and kernel receive times
+        self.trace: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self.twin_trace: list[tuple[np.ndarray, np.ndarray]] = []
+        self.twin_every = 1  # streams i with i % twin_every == 0 get twins
 
     @property
     def tx_port(self) -> int:
@@ -351,17 +385,27 @@ class Blaster:
         return self.rx.getsockname()[1]
 
     def drain(self) -> int:
+        if self.trace is not None:
+            self._drain(self.twin, self.twin_trace)
+        return self._drain(self.rx, self.trace)
+
+    def _drain(self, sock: socket.socket, trace: list | None) -> int:
         got = 0
         b = self.inb
         while True:
-            n = ub.recv_batch(self.rx, b.buf, b.lengths, None, None, b.capacity)
+            n = ub.recv_batch(sock, b.buf, b.lengths, None, b.ts_ns, b.capacity)
             # PT 0 without marker (not keep-alives, not RTCP), and this step's SSRC tag only:
             # a relay that fell behind in an earlier step must not be credited to this one
-            got += int(np.count_nonzero((b.buf[:n, 1] == 0) & (b.buf[:n, 8] == self.tag)))
+            mine = (b.buf[:n, 1] == 0) & (b.buf[:n, 8] == self.tag)
+            got += int(np.count_nonzero(mine))
+            if trace is not None:
+                trace.append((b.buf[:n, STAMP][mine].view("<i8"), b.ts_ns[:n][mine]))
             if n < b.capacity:
                 return got
 
-    def step(self, ports: list[int], rate: int, seconds: float, relay_pid: int) -> dict:
+    def step(
+        self, ports: list[int], rate: int, seconds: float, relay_pid: int, slot: float = 0.002
+    ) -> dict:
         streams = len(ports)
         dst = np.zeros(streams, dtype=ub.ADDR_DTYPE)
         for i, p in enumerate(ports):
@@ -375,7 +419,6 @@ class Blaster:
         template[:, 12:] = 0xFF
         dst_rows = np.zeros(self.ROWS, dtype=ub.ADDR_DTYPE)
         self.drain()
-        slot = 0.002
         sent = received = 0
         g = 0
         cpu0 = _cpu_ticks(relay_pid)
@@ -393,7 +436,7 @@ class Blaster:
             due = int((now - t0) * rate) - sent
             next_t += slot
             while due > 0:
-                count = min(due, self.ROWS)
+                count = min(due, self.ROWS if self.trace is None else LATENCY_ROWS)
                 idx = g + np.arange(count)
                 stream = idx % streams
                 seq = (idx // streams) & 0xFFFF
@@ -403,7 +446,10 @@ class Blaster:
                 buf[:count, 2:4] = seq.astype(">u2").view(np.uint8).reshape(count, 2)
                 buf[:count, 4:8] = ts.astype(">u4").view(np.uint8).reshape(count, 4)
                 dst_rows[:count] = dst[stream]
-                n = ub.send_batch(self.tx, buf, self.out.lengths, dst_rows, count)
+                if self.trace is None:
+                    n = ub.send_batch(self.tx, buf, self.out.lengths, dst_rows, count)
+                else:
+                    n = self._send_traced(idx, stream % self.twin_every == 0, dst_rows)
                 g += n
                 sent += n
                 due -= n
@@ -426,6 +472,46 @@ class Blaster:
             "relay_cpu": round(cpu, 3),
             "pps_per_cpu_second": round(received / elapsed / cpu) if cpu > 0 else None,
         }
+
+    def _send_traced(self, idx: np.ndarray, twinned: np.ndarray, dst_rows: np.ndarray) -> int:
+        """Send rows 0..len(idx)-1 of ``out`` stamped, each twinned row preceded by its twin
+        (same bytes, to the twin sink) in the same sendmmsg; returns the originals sent."""
+        count = len(idx)
+        order = np.repeat(np.arange(count), 1 + twinned)
+        is_twin = np.r_[True, order[1:] != order[:-1]] & twinned[order]
+        m = len(order)
+        rows = self.out.buf[:count, STAMP].view("<i8")
+        rows[:, 1] = idx
+        rows[:, 0] = time.time_ns()  # CLOCK_REALTIME, the clock of SO_TIMESTAMPNS
+        self.pairs.buf[:m] = self.out.buf[order]
+        dst = self.pairs.addrs[:m]
+        dst[:] = dst_rows[order]
+        dst[is_twin] = self.twin_dst[0]
+        n = ub.send_batch(self.tx, self.pairs.buf, self.pairs.lengths, dst, m)
+        return int(np.count_nonzero(~is_twin[:n]))
+
+    def latency(self, ports: list[int], rate: int, seconds: float, relay_pid: int) -> dict:
+        """One paced step of stamped packets (see the module doc), in microseconds:
+        ``one_way``: sink kernel receive time - send stamp, every packet delivered;
+        ``vs_twin``: per packet, its receive time - its twin's (sent just before it in the
+        same sendmmsg, straight to a second sink socket), for the twinned streams."""
+        self.trace, self.twin_trace = [], []
+        self.twin_every = max(1, -(-rate // TWIN_PPS))
+        try:
+            r = self.step(ports, rate, seconds, relay_pid, slot=LATENCY_SLOT)
+            got = _concat(self.trace)
+            twins = _concat(self.twin_trace)
+        finally:
+            self.trace = None
+        out = {k: r[k] for k in ("offered_pps", "sent", "received", "loss_pct", "relay_cpu")}
+        out |= {"streams": len(ports), "twinned_streams": len(ports[:: self.twin_every])}
+        _, i, j = np.intersect1d(got[0][:, 1], twins[0][:, 1], return_indices=True)
+        out["one_way_us"] = _percentiles(got[1] - got[0][:, 0])
+        out["vs_twin_us"] = _percentiles(got[1][i] - twins[1][j])
+        # the sender's pacing: gaps between its sendmmsg calls (a stalled sender sends a burst)
+        gaps = _percentiles(np.diff(np.unique(np.r_[got[0][:, 0], twins[0][:, 0]])))
+        out["sender_gap_us"] = {k: gaps.get(k) for k in ("p50", "p99", "max")}
+        return out
 
     def burst_cost(self, ports: list[int], per_stream: int, pid: int) -> dict:
         """CPU cost per forwarded packet, independent of who else uses the relay's core:
@@ -486,6 +572,37 @@ class Blaster:
     def close(self) -> None:
         self.tx.close()
         self.rx.close()
+        self.twin.close()
+
+
+def _sink_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    _big_buffer(sock, SO_RCVBUFFORCE, socket.SO_RCVBUF)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    ub.enable_timestamps(sock)
+    return sock
+
+
+def _concat(trace: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(stamp, index) rows and receive times of a trace, as two arrays."""
+    return (
+        np.concatenate([t[0] for t in trace]) if trace else np.empty((0, 2), np.int64),
+        np.concatenate([t[1] for t in trace]) if trace else np.empty(0, np.int64),
+    )
+
+
+def _percentiles(delays_ns: np.ndarray) -> dict:
+    if not delays_ns.size:
+        return {"samples": 0}
+    p50, p99, p999 = np.percentile(delays_ns / 1e3, [50, 99, 99.9])
+    return {
+        "samples": int(delays_ns.size),
+        "p50": round(float(p50), 1),
+        "p99": round(float(p99), 1),
+        "p99_9": round(float(p999), 1),
+        "max": round(float(delays_ns.max() / 1e3), 1),
+    }
 
 
 def _summarize(steps: list[dict]) -> dict:
@@ -501,6 +618,70 @@ def _summarize(steps: list[dict]) -> dict:
         "best_loss_free_pps_per_cpu_second": best_eff,
         "steps": steps,
     }
+
+
+def _added_latency(paths: dict[str, dict]) -> dict:
+    """Each relay's added latency both ways (``LATENCY_NOTE``), and ours against rtpengine's."""
+    out: dict = {"paths": paths}
+    direct = paths["direct_no_relay"]["one_way_us"]
+    keys = ("p50", "p99", "p99_9")
+    for name, path in paths.items():
+        one_way, twin = path["one_way_us"], path["vs_twin_us"]
+        if name == "direct_no_relay" or "p99" not in one_way or "p99" not in direct:
+            continue
+        out[f"{name}_added_us"] = {
+            "difference_of_percentiles": {k: round(one_way[k] - direct[k], 1) for k in keys},
+            "per_packet_vs_twin": {k: twin.get(k) for k in keys},
+        }
+    gw, re_ = out.get("gateway_added_us"), out.get("rtpengine_added_us")
+    if gw and re_:
+        out["ratio_gateway_to_rtpengine_added"] = {
+            how: {k: _ratio(gw[how][k], re_[how][k]) for k in keys} for how in gw
+        }
+    if gw and gw["per_packet_vs_twin"]["p99"] is not None:
+        out["gateway_p99_added_under_1ms"] = gw["per_packet_vs_twin"]["p99"] < 1000
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
+
+
+def _sched_fifo(pid: int, on: bool) -> None:
+    """Every thread of pid to SCHED_FIFO priority 10 (on) or back to SCHED_OTHER."""
+    policy, prio = (os.SCHED_FIFO, 10) if on else (os.SCHED_OTHER, 0)
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setscheduler(int(tid), policy, os.sched_param(prio))
+        except ProcessLookupError:
+            pass  # a thread that ended meanwhile
+
+
+def latency(blaster: Blaster, relays: dict, rate: int, streams: int, seconds: float) -> dict:
+    """Direct, our relay and rtpengine in turn at one paced load (see the module doc), twice:
+    the relays under the normal scheduler, sharing their core with whatever else runs
+    (``shared_cpu``), then as SCHED_FIFO (``relay_sched_fifo``: a stand-in for a core of their
+    own; each relay is set back to SCHED_OTHER right after its run)."""
+    out: dict = {"offered_pps": rate, "streams": streams}
+    for mode in ("shared_cpu", "relay_sched_fifo"):
+        paths = {}
+        try:
+            for name, (ports, pid) in relays.items():
+                if name not in LATENCY_PATHS:
+                    continue
+                fifo = mode == "relay_sched_fifo" and name != "direct_no_relay"
+                try:
+                    if fifo:
+                        _sched_fifo(pid, True)
+                    paths[name] = blaster.latency(ports[:streams], rate, seconds, pid)
+                finally:
+                    if fifo:
+                        _sched_fifo(pid, False)
+        except PermissionError:
+            out[mode] = {"skipped": "SCHED_FIFO needs CAP_SYS_NICE"}
+            continue
+        out[mode] = _added_latency(paths)
+    return out
 
 
 def run(quick: bool) -> dict:
@@ -540,9 +721,14 @@ def run(quick: bool) -> dict:
             stoppers.append(gw.stop)
             out[f"{name}_batch_io"] = gw.batch
             relays[name] = (gw.ports, gw.pid)
-        rte = Rtpengine(20000 + 2 * span, 20000 + 3 * span)
-        stoppers.append(rte.stop)
-        relays["rtpengine"] = (rte.setup_calls(calls, blaster.tx_port, blaster.rx_port), rte.pid)
+
+        def fresh_rtpengine() -> Rtpengine:
+            rte = Rtpengine(20000 + 2 * span, 20000 + 3 * span)
+            stoppers.append(rte.stop)
+            relays["rtpengine"] = (rte.setup_calls(calls, blaster.tx_port, blaster.rx_port), rte.pid)
+            return rte
+
+        rte = fresh_rtpengine()
         for _name, (ports, pid) in relays.items():  # warm-up: imports, first RTCP round
             blaster.step(ports, 5_000, 1.0 if quick else 4.0, pid)
         per_stream = 40  # below rtpengine's 50-queued-packets flood guard (gotcha 5)
@@ -568,6 +754,26 @@ def run(quick: bool) -> dict:
                 lossy[name] = 0 if ok else lossy[name] + 1
         for name in relays:
             out[name] = _summarize(steps[name])
+        # an overloaded step makes rtpengine drop its streams for good (its flood guard; it
+        # forwards nothing afterwards): the latency runs get a fresh one, warmed up
+        stoppers.remove(rte.stop)
+        rte.stop()
+        rte = fresh_rtpengine()
+        blaster.step(relays["rtpengine"][0], 5_000, 1.0, rte.pid)
+        lat_s = 2.0 if quick else 5.0
+        out["latency"] = {"note": LATENCY_NOTE}
+        out["latency"]["sub_saturation"] = latency(blaster, relays, 10_000, 200, lat_s)
+        high = int(round(0.8 * out["gateway"]["loss_free_ceiling_pps"], -3))
+        if high > 10_000:
+            # rtpengine only where it ran loss-free in the sweep: past that it drops the streams
+            fits = high <= out["rtpengine"]["loss_free_ceiling_pps"]
+            lat = latency(
+                blaster, relays if fits else {k: v for k, v in relays.items() if k != "rtpengine"},
+                high, calls, lat_s,
+            )  # fmt: skip
+            if not fits:
+                lat["rtpengine_skipped"] = "offered rate above its loss-free ceiling in the sweep"
+            out["latency"]["at_80pct_of_gateway_ceiling"] = lat
     finally:
         for stop in stoppers:
             stop()
