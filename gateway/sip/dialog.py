@@ -8,11 +8,17 @@ incoming requests (section 12.2.2: lower than the last one -> 500).
 
 from __future__ import annotations
 
+import functools
+import random
 import secrets
 from dataclasses import dataclass, field
 
 from gateway.sip.headers import NameAddr
 from gateway.sip.message import Origin, Request
+
+# tags and branches must be unguessable (section 19.3: cryptographically random); numbers that
+# only have to differ (first CSeq, SDP o= session id and version) come from a seeded PRNG
+NUMBERS = random.Random()
 
 
 def new_tag() -> str:
@@ -50,7 +56,7 @@ class Dialog:
                    local_uri=_strip_tag(invite.header("To")), remote_uri=_strip_tag(invite.header("From")),
                    remote_target=remote_target, route_set=invite.header_all("Record-Route"),
                    remote_cseq=invite.cseq.number, origin=origin, contact=contact, via_host=via_host,
-                   local_cseq=secrets.randbelow(2**16) + 1 if to.tag == "" else 1,
+                   local_cseq=NUMBERS.randrange(1, 2**16 + 1) if to.tag == "" else 1,
                    secure=invite.uri.lower().startswith("sips:"))
 
     def request(self, method: str, *, extra: tuple[tuple[str, str], ...] = (), body: bytes = b"",
@@ -75,6 +81,7 @@ class Dialog:
         return message.to.tag == self.local_tag and message.from_.tag == self.remote_tag
 
 
+@functools.lru_cache(maxsize=4096)
 def _strip_tag(value: str) -> str:
     na = NameAddr.parse(value)
     params = {k: v for k, v in na.params.items() if k != "tag"}

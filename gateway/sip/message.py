@@ -46,9 +46,15 @@ class _Base:
     def has(self, name: str) -> bool:
         return any(k == name for k, _ in self.headers)
 
-    def tokens(self, name: str) -> set[str]:
+    def tokens(self, name: str) -> frozenset[str]:
         """Lower-cased option tags of Supported/Require/Allow and the like."""
-        return {t.strip().lower() for v in self.header_all(name) for t in v.split(",") if t.strip()}
+        key = "tokens:" + name
+        hit = self._memo.get(key)
+        if hit is None:
+            hit = self._memo[key] = frozenset(
+                t.strip().lower() for k, v in self.headers if k == name for t in v.split(",") if t.strip()
+            )
+        return hit  # type: ignore[return-value]
 
     @property
     def call_id(self) -> str:

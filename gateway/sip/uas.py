@@ -10,14 +10,13 @@ and the media legs the core's ``open_leg`` returns.
 from __future__ import annotations
 
 import re
-import secrets
 from typing import TYPE_CHECKING, Any
 
 from gateway.calls import Admission, DialTarget, DigitSource, IncomingCall, Protocol_, Transport
 from gateway.rtp.ports import PortsExhausted
 from gateway.rtp.types import MediaKind, SrtpParams
 from gateway.sip.call import CallInput, CallState, Effect, transition
-from gateway.sip.dialog import Dialog, new_tag
+from gateway.sip.dialog import NUMBERS, Dialog, new_tag
 from gateway.sip.errors import SipParseError, SipRequestError
 from gateway.sip.headers import escape_user
 from gateway.sip.message import Origin, Request, Response, response_to
@@ -70,8 +69,8 @@ class SipCall:
         self.plans: list[MediaPlan] = []
         self.answer: Sdp | None = None
         self.answer_bytes = b""  # bytes(answer), rendered once per change
-        self.sdp_version = secrets.randbelow(10**6)
-        self.session_id = str(secrets.randbelow(10**12))
+        self.sdp_version = NUMBERS.randrange(10**6)
+        self.session_id = str(NUMBERS.randrange(10**12))
         self.srtp_tx: dict[MediaKind, SrtpParams] = {}
         self.awaiting_answer: list[MediaPlan] | None = None  # our offer is out (delayed offer)
         self.pending_2xx: Response | None = None
