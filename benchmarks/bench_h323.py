@@ -130,7 +130,7 @@ async def bench_calls(n_calls: int) -> dict[str, Any]:
     from gateway.rtp.plane import MediaPlane
     from gateway.rtp.ports import PortRange
     from tests.h323.apps import RecordingApp
-    from tests.h323.endpoint import EpState, H323Caller, Mode
+    from benchmarks.load.h323_endpoint import EpState, H323Caller, Mode
 
     h323_range = PortRange(low=62000, high=63999)
     plane = MediaPlane(

@@ -6,7 +6,7 @@ Subcommands:
   rtpengine loop, or ``vtcgw-load echo``) for S seconds; prints a JSON report.
   ``--self-echo`` starts a local echo process for the run and stops it by PID.
 * ``echo`` : a batched UDP echo (recv_batch -> send_batch back to the source).
-* ``calls``: N SIP calls (TLS, TCP or UDP) to a gateway with G.711 both ways, meetings
+* ``calls``: N SIP calls (TLS, TCP or UDP), or H.323 calls (``--protocol h323``), to a gateway with G.711 both ways, meetings
   of K parties, optional keyed meeting IDs and moderator passcodes; reports RFC 6076
   figures (SRD, SDD, SER, SEER, ISA), the generator's receive statistics and the
   gateway's per-call MOS from its quality log. ``--json`` for the full report.
@@ -146,7 +146,12 @@ def calls(args: argparse.Namespace) -> int:
         runner = uvloop.run
     except ImportError:  # pragma: no cover - uvloop is a dependency
         runner = asyncio.run
-    report = runner(run_calls(plan))
+    if args.protocol == "h323":
+        from benchmarks.load.h323_calls import run_h323_calls
+
+        report = runner(run_h323_calls(plan))
+    else:
+        report = runner(run_calls(plan))
     if args.json:
         print(json.dumps(report, indent=2))
     else:
@@ -163,7 +168,7 @@ def summary(report: dict) -> str:
         f"{sip['answered']} answered, status {sip['final_status']}",
         f"rate offered {report['offered_rate_cps']}/s launched {report['launch_rate_cps']}/s "
         f"answered {report['answered_rate_cps']}/s; connections {report['connections']['opened']} "
-        f"(handshake ms p50 {report['connections']['handshake_ms']['p50']})",
+        f"(handshake ms p50 {report['connections'].get('handshake_ms', {}).get('p50')})",
         f"SER {sip['ser']}  SEER {sip['seer']}  ISA {sip['isa']}",
         f"SRD ms p50 {srd['p50']} p99 {srd['p99']} max {srd['max']}; "
         f"SDD ms p50 {sdd['p50']} p99 {sdd['p99']}",
@@ -199,7 +204,11 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--seconds", type=float, default=None)
     e.add_argument("--ready", action="store_true", help="print the bound port when ready")
     c = sub.add_parser("calls", help="SIP calls with G.711 media to a gateway")
-    c.add_argument("--target", type=_hostport, required=True, help="HOST:PORT of the gateway")
+    c.add_argument("--target", type=_hostport, required=True,
+                   help="HOST:PORT of the gateway (its SIP port, or H.225.0 port with --protocol h323)")
+    c.add_argument("--protocol", choices=["sip", "h323"], default="sip",
+                   help="h323: Fast Start Setup over TCP, digits as H.245 UserInputIndication "
+                        "(--transport and --dtmf do not apply)")
     c.add_argument("--transport", choices=["tls", "tcp", "udp"], default="tls")
     c.add_argument("--calls", type=_positive, default=10)
     c.add_argument("--rate", type=float, default=10.0, help="calls started per second")

@@ -17,7 +17,7 @@ from gateway.h323.faststart import decode_proposals, select
 from gateway.h323.q931 import MessageType
 from gateway.h323.tpkt import TpktReader, frame
 from gateway.rtp.types import MediaKind
-from tests.h323.endpoint import EndpointCore, EpState, Mode
+from benchmarks.load.h323_endpoint import EndpointCore, EpState, Mode
 
 G722 = m.MediaCapability(format=m.MediaFormat.G722)
 PCMU = m.MediaCapability(format=m.MediaFormat.PCMU)

@@ -20,7 +20,7 @@ from gateway.rtp.plane import MediaPlane
 from gateway.rtp.types import Codec
 from gateway.sip.service import SipService
 from tests.h323.apps import RecordingApp, port_ranges
-from tests.h323.endpoint import PCMU, EpState, H323Caller, Mode
+from benchmarks.load.h323_endpoint import PCMU, EpState, H323Caller, Mode
 from tests.peers import levels, tone_level, tone_wav
 from tests.sip.peers import run_agent, settings_for_tests
 

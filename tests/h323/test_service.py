@@ -14,7 +14,7 @@ from gateway.h323.service import H323Service
 from gateway.rtp.codecs import AudioCodec
 from gateway.rtp.types import Codec
 from tests.h323.apps import RecordingApp
-from tests.h323.endpoint import PCMU, EpState, H323Caller, Mode
+from benchmarks.load.h323_endpoint import PCMU, EpState, H323Caller, Mode
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -19,7 +19,7 @@ import pytest
 from gateway.h323 import messages as m
 from tests.conftest import require_binary
 from tests.h323.apps import RecordingApp
-from tests.h323.endpoint import EpState, H323Caller, Mode
+from benchmarks.load.h323_endpoint import EpState, H323Caller, Mode
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
 

@@ -1,4 +1,4 @@
-"""A test H.323 endpoint (the caller): its own small state machine over our wire modules.
+"""An H.323 caller (tests and `vtcgw-load calls --protocol h323`): its own small state machine over our wire modules.
 
 It speaks TPKT/Q.931 through :mod:`gateway.h323.q931` and PER through the pycrate wrapper
 :mod:`gateway.h323.asn1`, but shares no state machine with the gateway: the call states,
