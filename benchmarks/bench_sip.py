@@ -115,9 +115,9 @@ async def _serve(udp_port: int, tcp_port: int, media: str = "real") -> None:
     )
     svc = SipService(settings, _AcceptAll(), plane, metrics=metrics)
     ports = await svc.start()
-    from gateway.daemon import tune_gc
+    from gateway.daemon import tune_runtime
 
-    tune_gc()  # as the daemon does once started
+    tune_runtime()  # as the daemon does once started
     print(json.dumps(ports), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
