@@ -22,7 +22,7 @@ from gateway.config import Config, ConfigError
 SERVE_FLAGS = (
     "data-dir", "bind-host", "advertise-host", "sip-tls-port", "sip-tcp-port", "sip-udp-port",
     "h323-port", "api-host", "api-port", "api-token", "media-range", "h323-media-range",
-    "tls-cert", "tls-key", "tls-client-ca", "node-id", "region", "log-format", "log-level", "drain-s",
+    "tls-cert", "tls-key", "tls-cert2", "tls-key2", "tls-client-ca", "node-id", "region", "log-format", "log-level", "drain-s",
     "webhooks", "quality-log", "cdr-dir", "recordings-dir", "database",
     "reflector-port", "reflector-token", "reflector-rate-pps", "reflector-total-pps",
 )

@@ -156,6 +156,8 @@ class Config:
     sip_domains: tuple[str, ...] = field(default=(), metadata=_opt(_str_tuple, "accepted Request-URI hosts (empty: any)"))
     tls_cert: Path | None = field(default=None, metadata=_opt(_opt_path, "PEM certificate chain (default: generated under data_dir/tls)"))
     tls_key: Path | None = field(default=None, metadata=_opt(_opt_path, "PEM private key (default: generated under data_dir/tls)"))
+    tls_cert2: Path | None = field(default=None, metadata=_opt(_opt_path, "second PEM certificate chain, of another key type than tls_cert (e.g. ECDSA beside RSA); served to clients that can verify it (default: with generated certificates, the ECDSA pair generated beside them)"))
+    tls_key2: Path | None = field(default=None, metadata=_opt(_opt_path, "PEM private key of tls_cert2"))
     tls_client_ca: Path | None = field(default=None, metadata=_opt(_opt_path, "CA bundle: if set, SIP TLS clients must present a certificate it signed"))
     require_srtp_on_tls: bool = field(default=False, metadata=_opt(_bool, "refuse plain RTP offers on SIP over TLS"))
     session_expires_s: int = field(default=1800, metadata=_opt(_int, "RFC 4028 Session-Expires we ask for"))
@@ -308,12 +310,14 @@ class Config:
             raise ConfigError("sip_rate_limit", "must be positive")
         if self.api_token is not None and len(self.api_token) < 8:
             raise ConfigError("api_token", "must be at least 8 characters")
-        for key in ("tls_cert", "tls_key", "tls_client_ca"):
+        for key in ("tls_cert", "tls_key", "tls_cert2", "tls_key2", "tls_client_ca"):
             p = getattr(self, key)
             if p is not None and not os.access(p, os.R_OK):
                 raise ConfigError(key, f"{p} is not a readable file")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ConfigError("tls_key" if self.tls_key is None else "tls_cert", "tls_cert and tls_key go together")
+        if (self.tls_cert2 is None) != (self.tls_key2 is None):
+            raise ConfigError("tls_key2" if self.tls_key2 is None else "tls_cert2", "tls_cert2 and tls_key2 go together")
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from gateway.api.app import build_app
 from gateway.config import Config, ConfigError
 from gateway.meetings.store import SQLiteMeetingStore
 from gateway.metrics import Metrics
-from gateway.tlsconf import CertificateError, ensure_self_signed, server_context
+from gateway.tlsconf import CertificateError, ensure_generated_pairs, ensure_self_signed, server_context
 
 log = logs.get_logger("vtcgw.daemon")
 
@@ -47,12 +47,14 @@ def _bind_error(key: str, exc: OSError, port: int | None) -> ConfigError:
     return ConfigError(key, f"cannot bind port {port}: {exc.strerror or exc}")
 
 
-def _sip_settings(c: Config, cert: Path, key: Path) -> Any:
+def _sip_settings(c: Config, pairs: list[tuple[Path, Path]]) -> Any:
     from gateway.sip.settings import SipSettings
 
+    (cert, key), *extra = pairs
     return SipSettings(
         bind_host=c.bind_host, advertise_host=c.media_advertise_host, tls_port=c.sip_tls_port,
         tcp_port=c.sip_tcp_port, udp_port=c.sip_udp_port, cert_path=str(cert), key_path=str(key),
+        extra_cert_paths=tuple((str(ec), str(ek)) for ec, ek in extra),
         client_ca_path=str(c.tls_client_ca) if c.tls_client_ca else None,
         require_client_cert=c.tls_client_ca is not None, require_srtp_on_tls=c.require_srtp_on_tls,
         session_expires_s=c.session_expires_s, min_se_s=c.min_se_s, rate_limit_per_source=c.sip_rate_limit,
@@ -89,18 +91,25 @@ class Gateway:
         self.app: Any = None
         self.reflector: Any = None
 
-    def _tls(self) -> tuple[Path, Path]:
-        cert, key = self.config.path("tls_cert"), self.config.path("tls_key")
-        if self.config.tls_cert is None:
-            ensure_self_signed(cert, key)
-        return cert, key
+    def _tls_pairs(self) -> list[tuple[Path, Path]]:
+        """(certificate, key) pairs to serve, one per key type, the primary first: the
+        configured ones, else the generated RSA pair and the ECDSA pair beside it
+        (gateway.tlsconf.ensure_generated_pairs); tls_cert2/tls_key2 replace the second."""
+        c = self.config
+        first = (c.path("tls_cert"), c.path("tls_key"))
+        if c.tls_cert2 is not None:
+            if c.tls_cert is None:
+                ensure_self_signed(*first)
+            return [first, (c.path("tls_cert2"), c.path("tls_key2"))]
+        return ensure_generated_pairs(*first) if c.tls_cert is None else [first]
 
     def ssl_context(self) -> Any:
-        cert, key = self._tls()
+        (cert, key), *extra = self._tls_pairs()
         try:
-            return server_context(cert, key, self.config.tls_client_ca)
+            return server_context(cert, key, self.config.tls_client_ca, extra_certs=extra)
         except CertificateError as exc:
-            raise ConfigError("tls_cert", str(exc)) from None
+            raise ConfigError("tls_cert2" if extra and str(extra[0][0]) in str(exc) else "tls_cert",
+                              str(exc)) from None
 
     async def start(self) -> dict[str, int]:
         c = self.config
@@ -123,7 +132,7 @@ class Gateway:
         if c.reflector_port is not None:
             await self._start_reflector()
         if any(p is not None for p in (c.sip_tls_port, c.sip_tcp_port, c.sip_udp_port)):
-            self.sip = SipService(_sip_settings(c, *self._tls()), self.app, self.media,
+            self.sip = SipService(_sip_settings(c, self._tls_pairs()), self.app, self.media,
                                   metrics=self.metrics.adapter_view())
             try:
                 self.ports.update(await self.sip.start())
@@ -194,10 +203,10 @@ class Gateway:
 
     def reload(self) -> None:
         if self.sip is not None:
-            cert, key = self._tls()
+            (cert, key), *extra = self._tls_pairs()
             try:
                 self.ssl_context()  # validate before touching the live context
-                self.sip.reload_tls(str(cert), str(key))
+                self.sip.reload_tls(str(cert), str(key), tuple((str(c), str(k)) for c, k in extra))
             except (ConfigError, ValueError) as exc:
                 log.error("tls reload failed; keeping the old certificate", error=str(exc))
                 return

@@ -74,6 +74,8 @@ class LoadPlan:
     digit_gap_s: float = 0.0  # pause before keying digits once answered
     quality_log: Path | None = None
     call_timeout_s: float = 60.0  # give up waiting for one call after this long
+    tls_resume: bool = False  # offer the last TLS session on each new connection
+    tls_legacy_rsa: bool = False  # TLS 1.2 ECDHE-RSA only, like old room systems
     tag: str = field(default_factory=lambda: f"{time.time_ns() & 0xFFFFFFFF:08x}")
 
 
@@ -113,7 +115,8 @@ async def run_calls(plan: LoadPlan) -> dict[str, Any]:
             t.events.put_nowait(ev)
 
     client = SipClient(UacConfig(transport=plan.transport, target=plan.target), on_event=on_event,
-                       calls_per_connection=plan.calls_per_connection)
+                       calls_per_connection=plan.calls_per_connection,
+                       tls_resume=plan.tls_resume, tls_legacy_rsa=plan.tls_legacy_rsa)
     engine = RtpLoadEngine(sockets=plan.rtp_sockets, match=Match.ADDRESS) if plan.rtp else None
     if engine is not None:
         engine.attach(loop)
@@ -223,6 +226,8 @@ async def run_calls(plan: LoadPlan) -> dict[str, Any]:
             "opened": len(client.connections),
             "connect_failures": client.connect_failures,  # calls whose connection failed
             "handshake_ms": rfc6076.percentiles_ms(c.handshake_s for c in client.connections),
+            "resumed": sum(c.resumed for c in client.connections),
+            "tls": sorted({f"{c.tls_info[0]} {c.tls_info[1]}" for c in client.connections if c.tls_info}),
             "send_failures": client.send_failures,
             "parse_errors": client.parse_errors,
         },

@@ -139,6 +139,8 @@ def calls(args: argparse.Namespace) -> int:
         rtp=not args.no_rtp,
         rtp_sockets=args.sockets,
         quality_log=args.quality_log,
+        tls_resume=args.tls_resume,
+        tls_legacy_rsa=args.tls_legacy_rsa,
     )
     try:
         import uvloop
@@ -226,6 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--sockets", type=_positive, default=4, help="RTP sockets")
     c.add_argument("--no-rtp", action="store_true", help="signalling only")
     c.add_argument("--quality-log", type=Path, default=None, help="the gateway's quality.jsonl")
+    c.add_argument("--tls-resume", action="store_true",
+                   help="offer the last TLS session on each new connection (session resumption, "
+                        "as reconnecting devices do); default: every connection a full handshake")
+    c.add_argument("--tls-legacy-rsa", action="store_true",
+                   help="TLS 1.2 with ECDHE-RSA suites only, like room systems that cannot verify ECDSA")
     c.add_argument("--json", action="store_true", help="print the full JSON report")
     a = p.parse_args(argv)
     sys.setswitchinterval(0.0005)  # the sender takes the GIL back from the stats thread fast

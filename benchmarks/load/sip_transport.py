@@ -20,14 +20,37 @@ from benchmarks.load.uac import CallRequest, Event, Outgoing, SipTransport, Uac,
 from gateway.sip.errors import SipParseError
 from gateway.sip.parser import StreamFramer, parse_message
 
+# what an old room system offers: TLS 1.2 only, ECDHE-RSA suites only (no ECDSA)
+LEGACY_RSA_CIPHERS = "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-RSA-AES256-GCM-SHA384"
 
-def client_tls_context() -> ssl.SSLContext:
+
+class ResumingContext(ssl.SSLContext):
+    """A client context that offers ``session`` (the last one the gateway gave this
+    generator) on every new connection, as a device reconnecting with its session ticket
+    would: resumed handshakes skip the server's certificate signature. asyncio has no
+    per-connection session argument, so the offer goes in at ``wrap_bio``."""
+
+    session: ssl.SSLSession | None = None
+
+    def wrap_bio(self, incoming: ssl.MemoryBIO, outgoing: ssl.MemoryBIO, server_side: bool = False,
+                 server_hostname: str | bytes | None = None,
+                 session: ssl.SSLSession | None = None) -> ssl.SSLObject:
+        return super().wrap_bio(incoming, outgoing, server_side, server_hostname,
+                                session if session is not None else self.session)
+
+
+def client_tls_context(*, resume: bool = False, legacy_rsa: bool = False) -> ssl.SSLContext:
     """TLS 1.2+ client that accepts the gateway's self-signed certificate (a load test,
-    not a trust decision)."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    not a trust decision). ``resume``: offer the last session on each new connection
+    (`ResumingContext`). ``legacy_rsa``: TLS 1.2 with ECDHE-RSA suites only, like room
+    systems that cannot verify ECDSA (the gateway must answer with its RSA certificate)."""
+    ctx = ResumingContext(ssl.PROTOCOL_TLS_CLIENT) if resume else ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
+    if legacy_rsa:
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        ctx.set_ciphers(LEGACY_RSA_CIPHERS)
     return ctx
 
 
@@ -44,6 +67,9 @@ class _Connection(asyncio.Protocol, asyncio.DatagramProtocol):
         self.open_calls = 0
         self.closed = asyncio.get_running_loop().create_future()
         self.handshake_s = 0.0
+        self.resumed = False  # TLS: the handshake resumed an earlier session
+        self.tls_info: tuple[str, str] | None = None  # TLS: (version, cipher)
+        self._session_pending = isinstance(client.tls, ResumingContext)
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -60,6 +86,12 @@ class _Connection(asyncio.Protocol, asyncio.DatagramProtocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.framer is not None
+        if self._session_pending:  # TLS 1.3 tickets arrive after the handshake: take it now
+            self._session_pending = False
+            sslobj = self.transport.get_extra_info("ssl_object")
+            ctx = self.client.tls
+            if sslobj is not None and isinstance(ctx, ResumingContext) and sslobj.session is not None:
+                ctx.session = sslobj.session
         for item in self.framer.feed(data):
             if item.keepalive is not None:
                 self.send(b"\r\n")
@@ -97,13 +129,16 @@ class SipClient:
         calls_per_connection: int = 1,
         tls: ssl.SSLContext | None = None,
         local_host: str = "127.0.0.1",
+        tls_resume: bool = False,
+        tls_legacy_rsa: bool = False,
     ) -> None:
         self.config = config
         self.uac = Uac(config)
         self.on_event = on_event
         self.per_conn = max(1, calls_per_connection)
         self.tls = tls if tls is not None else (
-            client_tls_context() if config.transport is SipTransport.TLS else None)
+            client_tls_context(resume=tls_resume, legacy_rsa=tls_legacy_rsa)
+            if config.transport is SipTransport.TLS else None)
         self.local_host = local_host
         self.loop = asyncio.get_running_loop()
         self._pool: dict[int, asyncio.Future[_Connection]] = {}
@@ -132,6 +167,9 @@ class SipClient:
             await self.loop.create_datagram_endpoint(lambda: conn, local_addr=(self.local_host, 0),
                                                      remote_addr=(host, port))
         conn.handshake_s = time.perf_counter() - t0
+        if (sslobj := conn.transport.get_extra_info("ssl_object")) is not None:
+            conn.resumed = sslobj.session_reused
+            conn.tls_info = (sslobj.version() or "", (sslobj.cipher() or ("",))[0])
         self.connections.append(conn)
         return conn
 

@@ -3,7 +3,7 @@
     service = SipService(settings, app, media_plane, metrics=..., message_log=...)
     ports = await service.start()      # {"sip_tls": 5061, "sip_tcp": 5060, "sip_udp": 5060}
     service.stop_accepting()           # new INVITEs -> 503 + Retry-After
-    service.reload_tls(cert, key)      # new handshakes use the new certificate
+    service.reload_tls(cert, key, extra)  # new handshakes use the new certificate(s)
     await service.close()              # BYE every call, close the transports
 
 The core's clock is the event loop's; one timer handle follows ``core.get_timer()``.
@@ -70,7 +70,8 @@ class SipService(Sink):
             if not s.cert_path or not s.key_path:
                 raise ValueError("TLS is on (tls_port set) but cert_path/key_path are not configured")
             self._tls_ctx = server_tls_context(s.cert_path, s.key_path, client_ca_path=s.client_ca_path,
-                                               require_client_cert=s.require_client_cert)
+                                               require_client_cert=s.require_client_cert,
+                                               extra_cert_paths=s.extra_cert_paths)
             srv = await start_stream_server(self, self.registry, s.bind_host, s.tls_port, ssl_ctx=self._tls_ctx,
                                             handshake_timeout_s=s.tls_handshake_timeout_s)
             self._servers.append(srv)
@@ -89,13 +90,15 @@ class SipService(Sink):
     def stop_accepting(self) -> None:
         self.core.accepting = False
 
-    def reload_tls(self, cert_path: str, key_path: str) -> None:
+    def reload_tls(self, cert_path: str, key_path: str, extra: tuple[tuple[str, str], ...] = ()) -> None:
+        """New handshakes use these pairs (a pair replaces the loaded one of its key type)."""
         if self._tls_ctx is None:
             raise ValueError("TLS is not running")
-        try:
-            self._tls_ctx.load_cert_chain(cert_path, key_path)
-        except (OSError, Exception) as exc:
-            raise ValueError(f"cannot load TLS certificate {cert_path!r} / key {key_path!r}: {exc}") from exc
+        for cert, key in ((cert_path, key_path), *extra):
+            try:
+                self._tls_ctx.load_cert_chain(cert, key)
+            except (OSError, Exception) as exc:
+                raise ValueError(f"cannot load TLS certificate {cert!r} / key {key!r}: {exc}") from exc
 
     async def close(self) -> None:
         self.core.accepting = False

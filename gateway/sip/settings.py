@@ -14,6 +14,9 @@ class SipSettings:
     udp_port: int | None = None
     cert_path: str | None = None
     key_path: str | None = None
+    # more (certificate, key) pairs of other key types, served beside the first to clients
+    # that can use them (an ECDSA pair beside RSA: gateway.tlsconf)
+    extra_cert_paths: tuple[tuple[str, str], ...] = ()
     client_ca_path: str | None = None  # set: verify client certificates against it
     require_client_cert: bool = False
     require_srtp_on_tls: bool = False

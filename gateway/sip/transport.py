@@ -17,7 +17,7 @@ import asyncio
 import itertools
 import socket
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +28,14 @@ from gateway.tlsconf import CertificateError, server_context
 
 
 def server_tls_context(cert_path: str, key_path: str, *, client_ca_path: str | None = None,
-                       require_client_cert: bool = False) -> ssl.SSLContext:
-    """The project's one TLS policy (gateway.tlsconf), with clear certificate diagnostics."""
+                       require_client_cert: bool = False,
+                       extra_cert_paths: Sequence[tuple[str, str]] = ()) -> ssl.SSLContext:
+    """The project's one TLS policy (gateway.tlsconf), with clear certificate diagnostics.
+    ``extra_cert_paths``: more (certificate, key) pairs of other key types (ECDSA beside RSA)."""
     try:
         return server_context(Path(cert_path), Path(key_path), Path(client_ca_path) if client_ca_path else None,
-                              require_client_cert=require_client_cert)
+                              require_client_cert=require_client_cert,
+                              extra_certs=[(Path(c), Path(k)) for c, k in extra_cert_paths])
     except CertificateError as exc:  # clear certificate diagnostics (INTEROP.md report 9)
         raise ValueError(f"cannot load TLS certificate {cert_path!r} / key {key_path!r}: {exc}") from exc
 
@@ -95,6 +98,11 @@ class StreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.origin: Origin | None = None
         self.last_activity = 0.0
+        # while a receive is handled, what is written to this connection waits here and
+        # goes out as one transport write: one TLS record and one send() for a 100 Trying
+        # and its 200 OK instead of one each
+        self._batch: list[bytes] | None = None
+        self.loop_time = asyncio.get_running_loop().time  # made by the loop's server: one is running
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -104,19 +112,23 @@ class StreamConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")[:2]
         local = transport.get_extra_info("sockname")[:2]
         self.origin = Origin(transport=self.name, addr=peer, conn_id=self.conn_id, local=local)
-        self.last_activity = asyncio.get_running_loop().time()
+        self.last_activity = self.loop_time()
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None and self.origin is not None
-        self.last_activity = asyncio.get_running_loop().time()
-        for item in self.framer.feed(data):
-            if item.keepalive is not None:
-                self.transport.write(b"\r\n")
-            elif item.error is not None:
-                self.sink.on_parse_error(item.error, item.raw, self.origin)
-            elif item.message is not None:
-                self.sink.on_message(item.message, item.raw, self.origin)
-        self.sink.flush()
+        self.last_activity = self.loop_time()
+        self._batch = batch = []
+        try:
+            for item in self.framer.feed(data):
+                if item.keepalive is not None:
+                    batch.append(b"\r\n")
+                elif item.error is not None:
+                    self.sink.on_parse_error(item.error, item.raw, self.origin)
+                elif item.message is not None:
+                    self.sink.on_message(item.message, item.raw, self.origin)
+            self.sink.flush()
+        finally:
+            self._flush_batch()
         if self.framer.broken:
             self.transport.close()  # flushed above: the answer goes out first
 
@@ -124,10 +136,18 @@ class StreamConnection(asyncio.Protocol):
         self.registry.remove(self)
 
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
+        if self._batch is not None:
+            self._batch.append(data)
+        elif self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
+    def _flush_batch(self) -> None:
+        batch, self._batch = self._batch, None
+        if batch and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(batch[0] if len(batch) == 1 else b"".join(batch))
+
     def close(self) -> None:
+        self._flush_batch()  # an answer written just before closing still goes out
         if self.transport is not None:
             self.transport.close()
 
