@@ -34,7 +34,7 @@ from gateway.meetings.actions import (
     SetRecording,
     VerifyPasscode,
 )
-from gateway.meetings.cdr import CallRecord, write_cdr
+from gateway.meetings.cdr import CallRecord, CdrWriter
 from gateway.meetings.control import MeetingControl, PState
 from gateway.meetings.events import Outbox, envelope
 from gateway.meetings.guard import AttemptGuard
@@ -89,6 +89,7 @@ class MeetingsApplication:
                                       on_bad_attempt=self._bad_attempt)
         self._tasks: set[asyncio.Task[None]] = set()
         self._writes: set[asyncio.Future[Any]] = set()
+        self._cdr = CdrWriter(config.path("cdr_dir"))  # group commits on its own thread
         self.calls: dict[str, LiveCall] = {}
         self.recorders: dict[str, WavRecorder | MkvRecorder] = {}
         self.room_started_wall: dict[str, float] = {}
@@ -124,6 +125,8 @@ class MeetingsApplication:
             task.cancel()
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
+        await asyncio.to_thread(self._cdr.close)
+        self.quality.writer.close()
         if self.outbox is not None:
             await self.outbox.close()
 
@@ -359,8 +362,8 @@ class MeetingsApplication:
             start_s=live.start_wall, answer_s=live.answer_wall, end_s=time.time(),
             conference_start_s=conf_start, conference_end_s=conf_end,
             end_reason=live.end_reason, moderator=moderator, quality=quality)
-        # two fsyncs per record: off the event loop, and awaited at shutdown so none is lost
-        fut = asyncio.get_running_loop().run_in_executor(None, write_cdr, self.config.path("cdr_dir"), record)
+        # durable off the event loop (CdrWriter's group commits), awaited at shutdown so none is lost
+        fut = asyncio.wrap_future(self._cdr.submit(record))
         self._writes.add(fut)
         fut.add_done_callback(lambda f, cid=live.call.call_id: self._written(f, cid))
 

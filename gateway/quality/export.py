@@ -116,23 +116,42 @@ def quality_record(
 
 
 class QualityLogWriter:
-    """Appends quality records as JSON lines to `path` (created with its folder)."""
+    """Appends quality records as JSON lines to `path` (created with its folder).
 
-    __slots__ = ("_path",)
+    One write per record on an O_APPEND descriptor, so lines never interleave. The
+    descriptor stays open between records (a call's reading every few seconds, thousands of
+    calls); a stat of the path per record notices a rotated or deleted log and reopens it.
+    """
+
+    __slots__ = ("_path", "_fd", "_ino")
 
     def __init__(self, path: str | Path) -> None:
         self._path = Path(path)
+        self._fd = -1
+        self._ino: tuple[int, int] | None = None
 
     @property
     def path(self) -> Path:
         return self._path
 
     def append(self, record: dict[str, Any]) -> None:
-        self._path.parent.mkdir(parents=True, exist_ok=True)
         line = json.dumps(record, separators=(",", ":"), sort_keys=False) + "\n"
-        # one write per record on an O_APPEND descriptor: lines never interleave
-        fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        os.write(self._current(), line.encode())
+
+    def _current(self) -> int:
         try:
-            os.write(fd, line.encode())
-        finally:
-            os.close(fd)
+            st = os.stat(self._path)
+            if self._fd >= 0 and (st.st_dev, st.st_ino) == self._ino:
+                return self._fd
+        except FileNotFoundError:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+        self.close()
+        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        st = os.fstat(self._fd)
+        self._ino = (st.st_dev, st.st_ino)
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
