@@ -17,7 +17,7 @@ $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-$(STAMP): $(VENV)/bin/python pyproject.toml setup.py $(wildcard native/*.c)
+$(STAMP): $(VENV)/bin/python pyproject.toml setup.py $(wildcard native/*.c native/*.h)
 	$(PIP) install -q -e .
 	touch $@
 

@@ -1,26 +1,34 @@
-"""Build the optional batched-UDP accelerator in native/.
+"""Build the optional native accelerators in native/ (abi3, Python 3.11+).
 
-The extension is optional: when no C compiler is present the install still
-succeeds and gateway.rtp.udpbatch falls back to a pure-Python implementation
-with the identical signature.
+Each extension is optional: when no C compiler is present the install still succeeds and
+the Python side falls back to its pure-Python/NumPy twin with the identical signature
+(gateway.rtp.udpbatch, gateway.rtp.tickrecv, gateway.rtp.relayhub).
 """
 from pathlib import Path
 
 from setuptools import Extension, setup
 
-sources = [p for p in ["native/udpbatch.c", "native/relay.c", "native/rtpstats.c"] if Path(p).exists()]
-ext_modules = (
-    [
-        Extension(
-            "gateway._udpbatch",
-            sources=sources,
-            define_macros=[("Py_LIMITED_API", "0x030B0000")],
-            py_limited_api=True,
-            optional=True,
-        )
-    ]
-    if sources
-    else []
-)
+# module -> (sources, libraries)
+MODULES = {
+    # recvmmsg/sendmmsg over NumPy buffers, the two-party relay batch, RTP stream statistics
+    "gateway._udpbatch": (["native/udpbatch.c", "native/relay.c", "native/rtpstats.c"], []),
+    # conference legs drained, jitter-pulled, mixed and sent once per 20 ms tick
+    "gateway._mixrecv": (["native/mixrecv.c"], ["m"]),
+    # relayed legs woken through one epoll set
+    "gateway._relayhub": (["native/relayhub.c"], []),
+}
+ext_modules = [
+    Extension(
+        name,
+        sources=[p for p in sources if Path(p).exists()],
+        depends=[str(p) for p in Path("native").glob("*.h")],
+        libraries=libraries,
+        define_macros=[("Py_LIMITED_API", "0x030B0000")],
+        py_limited_api=True,
+        optional=True,
+    )
+    for name, (sources, libraries) in MODULES.items()
+    if Path(sources[0]).exists()
+]
 
 setup(ext_modules=ext_modules, options={"bdist_wheel": {"py_limited_api": "cp311"}})

@@ -25,6 +25,8 @@
 #define _GNU_SOURCE
 #include <Python.h>
 
+#include "common.h"
+
 #include <errno.h>
 #include <netinet/in.h>
 #include <stdint.h>
@@ -32,92 +34,12 @@
 #include <sys/socket.h>
 #include <sys/types.h>
 
-#define ADDR_SIZE 28
-#define CHUNK 64
-#define REC_SIZE 22 /* PACKET_DTYPE: <i8 arrival_ns, <u2 seq, <u4 ts, <u4 ssrc, u1 pt, ? marker, <u2 size */
-
-/* Get a C-contiguous buffer of the given item size (0: any) and dimensions. */
-static int
-get_view(PyObject *obj, Py_ssize_t itemsize, int ndim, int writable, const char *name,
-         Py_buffer *view)
-{
-    /* no PyBUF_FORMAT: only item sizes are checked, and NumPy builds a format string for
-     * a structured dtype (the records) on every request */
-    if (PyObject_GetBuffer(obj, view, PyBUF_STRIDES) < 0) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous buffer", name);
-        return -1;
-    }
-    if ((itemsize && view->itemsize != itemsize) || view->ndim != ndim) {
-        PyErr_Format(PyExc_TypeError, "%s has the wrong item size or dimensions", name);
-        goto fail;
-    }
-    if (writable && view->readonly) {
-        PyErr_Format(PyExc_TypeError, "%s must be writable", name);
-        goto fail;
-    }
-    if (!PyBuffer_IsContiguous(view, 'C') || (ndim == 2 && view->shape[1] < 12)) {
-        PyErr_Format(PyExc_ValueError, "%s must be C-contiguous (rows of 12+ bytes)", name);
-        goto fail;
-    }
-    return 0;
-fail:
-    PyBuffer_Release(view);
-    return -1;
-}
-
-static inline void
-put16(unsigned char *p, uint16_t v)
-{
-    p[0] = (unsigned char)v;
-    p[1] = (unsigned char)(v >> 8);
-}
-
-static inline void
-put32(unsigned char *p, uint32_t v)
-{
-    for (int k = 0; k < 4; k++)
-        p[k] = (unsigned char)(v >> (8 * k));
-}
-
-static inline void
-put64(unsigned char *p, uint64_t v)
-{
-    for (int k = 0; k < 8; k++)
-        p[k] = (unsigned char)(v >> (8 * k));
-}
-
-/* Same source: family and port, then the IPv4 address or the IPv6 address and scope. */
-static inline int
-same_addr(const unsigned char *a, const unsigned char *e)
-{
-    if (memcmp(a, e, 4) != 0)
-        return 0;
-    sa_family_t fam;
-    memcpy(&fam, e, sizeof fam);
-    if (fam == AF_INET)
-        return memcmp(a + 4, e + 4, 4) == 0;
-    return memcmp(a + 8, e + 8, 20) == 0;
-}
 
 /* UDP GSO (UDP_SEGMENT, Linux 4.18+): a run of equal-sized datagrams to one destination
  * leaves as one message the kernel cuts into datagrams, identical on the wire to sending
  * them one by one; the stack is walked once per run instead of once per datagram. Turned
  * off for the process when the kernel or the route refuses it. */
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef SOL_UDP
-#define SOL_UDP 17
-#endif
-#define GSO_MAX_SEGS 64
-#define GSO_MAX_BYTES 60000
 static int gso_ok = 1;
-
-typedef union {
-    char bytes[CMSG_SPACE(sizeof(uint16_t))];
-    struct cmsghdr align;
-} GsoCtrl;
 
 /* Send rows idx[0..k-1] to dest; returns datagrams sent. EAGAIN ends it quietly (loss, like
  * the network's); another error is stored in *err (-1: a Python exception from a signal
@@ -136,33 +58,7 @@ send_accepted(int fd, unsigned char *base, size_t maxlen, const int32_t *lens,
     }
     int gso = gso_ok;
 again:;
-    int m = 0;
-    memset(msgs, 0, sizeof msgs);
-    for (int j = 0; j < k; m++) {
-        int run = 1;
-        size_t len = iov[j].iov_len;
-        if (gso && len > 0)
-            while (j + run < k && run < GSO_MAX_SEGS && iov[j + run].iov_len == len &&
-                   len * (size_t)(run + 1) <= GSO_MAX_BYTES)
-                run++;
-        struct msghdr *h = &msgs[m].msg_hdr;
-        h->msg_name = dest;
-        h->msg_namelen = dest_len;
-        h->msg_iov = &iov[j];
-        h->msg_iovlen = (size_t)run;
-        if (run > 1) {
-            h->msg_control = ctrl[m].bytes;
-            h->msg_controllen = sizeof ctrl[m].bytes;
-            struct cmsghdr *c = CMSG_FIRSTHDR(h);
-            c->cmsg_level = SOL_UDP;
-            c->cmsg_type = UDP_SEGMENT;
-            c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
-            uint16_t seg = (uint16_t)len;
-            memcpy(CMSG_DATA(c), &seg, sizeof seg);
-        }
-        segs[m] = run;
-        j += run;
-    }
+    int m = gso_messages(iov, k, dest, dest_len, gso, msgs, ctrl, segs);
     Py_ssize_t sent = 0;
     int done = 0;
     while (done < m) {
@@ -228,6 +124,10 @@ relay_batch(PyObject *self, PyObject *args)
         if (get_view(spec[held].o, spec[held].itemsize, spec[held].ndim, spec[held].writable,
                      spec[held].name, &v[held]) < 0)
             goto done;
+    if (v[0].shape[1] < 12) {
+        PyErr_SetString(PyExc_ValueError, "buf rows must hold an RTP header (12+ bytes)");
+        goto done;
+    }
     Py_ssize_t cap = v[0].shape[0];
     for (int k = 1; k < 4; k++)
         if (v[k].shape[0] < cap)

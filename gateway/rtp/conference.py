@@ -20,9 +20,10 @@ import numpy as np
 import structlog
 
 from gateway.rtp.codecs import UnsupportedCodec, audio_codec_supported
-from gateway.rtp.mixer import TICK_S, AudioMixer, PlayHandle
+from gateway.rtp.mixer import AudioMixer, PlayHandle
 from gateway.rtp.packets import MalformedPacket, RtpHeader
 from gateway.rtp.speaker import SpeakerDetector
+from gateway.rtp.ticker import run_ticks
 from gateway.rtp.types import Codec, LegConfig
 from gateway.rtp.video import MONITOR, VideoSwitcher
 
@@ -67,6 +68,7 @@ class Conference:
         self.on_video: Callable[[bytes, float], None] | None = None
         self._parts: dict[str, _Participant] = {}
         self._task: asyncio.Task[None] | None = None
+        self._fast = False  # audio carried by the plane's shared MixEngine, not our own tick
         self.tick_overruns = 0
         self.ticks = 0
 
@@ -85,10 +87,7 @@ class Conference:
             video.media_sink = self._video_sink(participant_id)
             video.on_keyframe_requested = self._keyframe_sink(participant_id)
         self._sync(p, time.monotonic())
-        if self._task is None and self.plane is not None:
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name=f"conf-{self.key}"
-            )
+        self._schedule()
 
     def leave(self, participant_id: str) -> None:
         p = self._parts.pop(participant_id, None)
@@ -102,17 +101,71 @@ class Conference:
         self.switcher.remove(participant_id, time.monotonic())
         self.speaker.forget(participant_id)
         if not self._parts:
+            self._stop_fast()
             if self._task is not None:
                 self._task.cancel()
                 self._task = None
             if self.plane is not None:
                 self.plane._conference_empty(self.key)
+        else:
+            self._schedule()
 
     async def aclose(self) -> None:
         for pid in list(self._parts):
             self.leave(pid)
+        self._stop_fast()
         if self._task is not None:
             self._task.cancel()
+
+    # ----- which tick carries the audio ------------------------------------------------
+    def _fast_eligible(self) -> bool:
+        """The shared engine carries G.711 audio-only meetings without SRTP; any video,
+        video tap, wideband codec or SRTP leg keeps the meeting on its own tick."""
+        if self.on_video is not None or len(self.switcher):
+            return False
+        for p in self._parts.values():
+            if p.video is not None:
+                return False
+            leg = p.audio
+            if leg is None or leg.config is None:
+                continue
+            if leg._srtp is not None:
+                return False
+            codec = mix_codec(leg.config)
+            if codec is not None and (
+                codec.name.upper() not in ("PCMU", "PCMA") or codec.clock_rate != 8000
+            ):
+                return False
+        return True
+
+    def _schedule(self) -> None:
+        """(Re)decide between the shared engine and our own 20 ms task."""
+        if self.plane is None or not self._parts:
+            return
+        engine = self.plane.mix_engine
+        if engine is not None and self._fast_eligible():
+            if self._task is not None:
+                self._task.cancel()
+                self._task = None
+            self._fast = True
+            engine.attach(self)
+            return
+        self._stop_fast()
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"conf-{self.key}"
+            )
+
+    def _stop_fast(self) -> None:
+        if self._fast:
+            self._fast = False
+            engine = self.plane.mix_engine if self.plane is not None else None
+            if engine is not None:
+                engine.detach(self)
+
+    def _engine_changed(self) -> None:
+        if self._fast and self.plane is not None and self.plane.mix_engine is not None:
+            self.plane.mix_engine.changed()
 
     @property
     def participants(self) -> tuple[str, ...]:
@@ -123,22 +176,28 @@ class Conference:
         if p is not None:
             p.muted = muted
             self.mixer.set_muted(participant_id, muted)
+            self._engine_changed()
 
     def set_lobby(self, participant_id: str, lobby: bool) -> None:
         p = self._parts.get(participant_id)
         if p is not None:
             p.lobby = lobby
             self.mixer.set_lobby(participant_id, lobby)
+            self._engine_changed()
             if not lobby and p.video is not None:
                 self.switcher.receiver_wants_keyframe(participant_id, time.monotonic())
 
     def play(
         self, participant_id: str, pcm: np.ndarray, sample_rate: int, loop: bool = False
     ) -> PlayHandle:
-        return self.mixer.play(participant_id, pcm, sample_rate, loop)
+        h = self.mixer.play(participant_id, pcm, sample_rate, loop)
+        self._engine_changed()
+        return h
 
     def play_all(self, pcm: np.ndarray, sample_rate: int, loop: bool = False) -> PlayHandle:
-        return self.mixer.play_all(pcm, sample_rate, loop)
+        h = self.mixer.play_all(pcm, sample_rate, loop)
+        self._engine_changed()
+        return h
 
     def request_keyframe(self, participant_id: str) -> None:
         p = self._parts.get(participant_id)
@@ -157,6 +216,7 @@ class Conference:
     def set_video_tap(self, tap: Callable[[bytes, float], None] | None) -> None:
         """Tap the switched stream (the speaker's, rewritten); a keyframe is asked at once."""
         self.on_video = tap
+        self._schedule()
         if tap is None:
             self.switcher.stop_monitor()
             return
@@ -265,22 +325,11 @@ class Conference:
         self._ask_keyframes()
 
     async def _run(self) -> None:
-        start = time.monotonic()
-        k = 0
-        while True:
-            k += 1
-            due = start + k * TICK_S
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            elif delay < -0.2:  # far behind (stalled loop): skip ahead rather than burst
-                self.tick_overruns += 1
-                start, k = time.monotonic(), 0
-            began = time.monotonic()
-            try:
-                self.tick(began)
-            except Exception:  # one bad frame must not end the meeting's media
-                log.exception("conference.tick_failed", meeting=self.key)
-            observe = self.plane.on_tick if self.plane is not None else None
-            if observe is not None:  # duration and lateness against the 20 ms slot, for /metrics
-                observe(time.monotonic() - began, max(0.0, began - due))
+        await run_ticks(self.tick, overrun=self._overrun, failed=self._tick_failed,
+                        observe=lambda: self.plane.on_tick if self.plane is not None else None)
+
+    def _overrun(self) -> None:
+        self.tick_overruns += 1
+
+    def _tick_failed(self) -> None:
+        log.exception("conference.tick_failed", meeting=self.key)

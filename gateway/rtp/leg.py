@@ -222,11 +222,42 @@ class RtpLeg:
         self._flush()
 
     def stats(self) -> LegStats:
+        engine = self.plane._mix_engine
+        if engine is not None:  # the mix engine holds rows and counters between its syncs
+            engine.sync_leg(self)
+        hub = self.plane._relay_hub
+        if hub is not None:  # so does the relay hub (gateway.rtp.relayhub)
+            hub.sync_leg(self)
         return _leg_stats(self)
+
+    def take_reader(self) -> None:
+        """Stop reading the RTP socket here: the mix engine drains it at each tick
+        (gateway.rtp.mixengine) and hands back what it does not take through ``receive``."""
+        if self._batch_reader is not None:
+            self._batch_reader.close()
+            self._batch_reader = None
+        elif not self.closed:
+            self.plane.loop.remove_reader(self._rtp_fd)
+
+    def give_reader(self) -> None:
+        """Read the RTP socket on the event loop again (undo :meth:`take_reader`)."""
+        if self.closed or self._batch_reader is not None:
+            return
+        loop = self.plane.loop
+        if self.plane.use_batch:
+            self._batch_reader = _ub.add_batch_reader(
+                loop, self._rtp_sock, self._on_rtp_batch, buffers=self.plane.batch_buffers
+            )
+        else:
+            loop.remove_reader(self._rtp_fd)
+            loop.add_reader(self._rtp_fd, self._read, self._rtp_sock, Channel.RTP)
 
     def close(self) -> None:
         if self.closed:
             return
+        hub = self.plane._relay_hub
+        if hub is not None:  # off the relay hub (figures folded in) before the socket closes
+            hub.leave(self, closing=True)
         self.session.bye(time.monotonic())
         self._flush()
         self.closed = True

@@ -39,13 +39,32 @@ def _lowpass(up: int, down: int) -> np.ndarray:
     return taps
 
 
+CONVERTED_KEEP = 64
+# read-only sound (prompt sequences the application caches) -> its copy at another rate;
+# the entry holds the source array so its id() cannot be reused while cached
+_converted: dict[tuple[int, int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
 def convert_rate(pcm: np.ndarray, src: int, dst: int) -> np.ndarray:
+    """``pcm`` from ``src`` to ``dst`` Hz. A read-only input is converted once and the copy
+    kept: every caller of a meeting gets the same welcome prompt, and resampling a few
+    seconds of it per call showed up as the largest item of the mix engine's profile."""
     if src == dst:
         return pcm
+    key = (id(pcm), src, dst)
+    hit = _converted.get(key)
+    if hit is not None and hit[0] is pcm:
+        return hit[1]
     g = math.gcd(src, dst)
     up, down = dst // g, src // g
     out = resample_poly(pcm.astype(np.float32), up, down, window=_lowpass(up, down))
-    return np.clip(out, -32768, 32767).astype(np.int16)
+    out = np.clip(out, -32768, 32767).astype(np.int16)
+    if not pcm.flags.writeable:
+        out.setflags(write=False)
+        if len(_converted) >= CONVERTED_KEEP:
+            _converted.pop(next(iter(_converted)))
+        _converted[key] = (pcm, out)
+    return out
 
 
 class PlayHandle:
@@ -177,7 +196,8 @@ class AudioMixer:
     def _prepare(self, pcm: np.ndarray, sample_rate: int) -> np.ndarray:
         if sample_rate not in (8000, 16000):
             raise ValueError(f"prompts are 8 or 16 kHz, not {sample_rate}")
-        return convert_rate(np.asarray(pcm, dtype=np.int16).reshape(-1), sample_rate, 16000)
+        a = np.asarray(pcm, dtype=np.int16)
+        return convert_rate(a if a.ndim == 1 else a.reshape(-1), sample_rate, 16000)
 
     def play(self, pid: str, pcm: np.ndarray, sample_rate: int, loop: bool = False) -> PlayHandle:
         h = PlayHandle(self._prepare(pcm, sample_rate), loop)

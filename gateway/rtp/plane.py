@@ -33,6 +33,7 @@ Quality: every leg's packet rows are pooled into one :class:`gateway.quality.eng
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ from gateway.rtp.types import MediaKind, Pool
 
 if TYPE_CHECKING:
     from gateway.rtp.conference import Conference
+    from gateway.rtp.mixengine import MixEngine
+    from gateway.rtp.relayhub import RelayHub
 
 __all__ = ["DirectionStats", "LegStats", "MediaPlane", "PlaneCounters", "PortsExhausted", "RtpLeg"]
 
@@ -100,6 +103,11 @@ class MediaPlane:
         self.clock_offset_ns = time.time_ns() - time.monotonic_ns()  # kernel stamps -> monotonic
         self._loop: asyncio.AbstractEventLoop | None = None
         self.use_batch = HAVE_BATCH if use_batch is None else (use_batch and _ub is not None)
+        # created on first use: the shared G.711 mixer (gateway.rtp.mixengine) and the relay
+        # hub (gateway.rtp.relayhub); use_relay_hub None: the hub's own default
+        self._mix_engine: MixEngine | None = None
+        self._relay_hub: RelayHub | None = None
+        self.use_relay_hub: bool | None = None
         self.batch_buffers = _ub.BatchBuffers(64, 2048) if self.use_batch else None
         # relay_batch's per-row verdicts for the shared batch buffers (one batch at a time)
         self.batch_accepted = np.zeros(
@@ -181,13 +189,24 @@ class MediaPlane:
 
         Telephone-events are still taken out and reported by each leg's ``on_dtmf``; RTCP stays
         terminated per leg. With recvmmsg available, clean batches are forwarded with one
-        sendmmsg and no per-packet Python."""
+        sendmmsg and no per-packet Python; with the relay hub (gateway.rtp.relayhub, the
+        default with the native build) every relayed leg is read on one epoll reader."""
         a.relay_peer, b.relay_peer = b, a
         a.media_sink = lambda _leg, data, _t: b.send_forwarded(data)
         b.media_sink = lambda _leg, data, _t: a.send_forwarded(data)
+        from gateway.rtp import relayhub
+
+        if relayhub.wanted(self):
+            hub = self._relay_hub
+            if hub is None:
+                hub = self._relay_hub = relayhub.RelayHub(self)
+            hub.join(a, b)
 
     def unrelay(self, leg: RtpLeg) -> None:
         """Undo :meth:`relay` for the pair ``leg`` is in (e.g. the call moves into a meeting)."""
+        hub = self._relay_hub
+        if hub is not None:
+            hub.leave(leg)  # figures folded in, both legs read their own sockets again
         peer = leg.relay_peer
         for x in (leg, peer):
             if x is not None:
@@ -221,6 +240,17 @@ class MediaPlane:
 
     def _conference_empty(self, key: str) -> None:
         self.conferences.pop(key, None)
+
+    @property
+    def mix_engine(self) -> MixEngine | None:
+        """The shared 20 ms mixer of every G.711 audio-only meeting (created on first use);
+        None when turned off (``VTCGW_NO_MIX_ENGINE=1``): each meeting then ticks alone."""
+        engine = self._mix_engine
+        if engine is None and not os.environ.get("VTCGW_NO_MIX_ENGINE"):
+            from gateway.rtp.mixengine import MixEngine
+
+            engine = self._mix_engine = MixEngine(self)
+        return engine
 
     def counters(self) -> PlaneCounters:
         legs = list(self.legs.values())

@@ -44,12 +44,19 @@ class SpeakerDetector:
         if not self.smoothed:
             return False
         best = max(self.smoothed, key=self.smoothed.__getitem__)
-        if self.smoothed[best] < FLOOR or best == self.current:
+        current = self.smoothed.get(self.current, 0.0) if self.current is not None else 0.0
+        return self.decide(best, self.smoothed[best], current, now)
+
+    def decide(self, best: str, best_level: float, current_level: float, now: float) -> bool:
+        """The decision after smoothing: ``best`` is the loudest smoothed participant, the
+        levels are its and the current speaker's smoothed levels. True when the speaker
+        changed. (The mix engine smooths many meetings at once and calls this directly.)"""
+        if best_level < FLOOR or best == self.current:
             self._challenger = None
             return False
         if self.current is None:
             return self._switch(best, now)
-        if self.smoothed[best] < self.margin * self.smoothed.get(self.current, 0.0):
+        if best_level < self.margin * current_level:
             self._challenger = None
             return False
         if best != self._challenger:
