@@ -12,6 +12,7 @@ A call in the voice menu or the lobby sits alone in a private conference
 from __future__ import annotations
 
 import asyncio
+import functools
 import secrets
 import time
 from dataclasses import dataclass
@@ -55,6 +56,15 @@ log = logs.get_logger("vtcgw.meetings")
 PROMPT_GAP = np.zeros(1600, dtype=np.int16)  # 100 ms at 16 kHz between queued prompts
 PROMPT_RATE = 16000
 HANGUP_GRACE_S = 0.4
+
+
+@functools.lru_cache(maxsize=64)
+def _prompt_sequence(names: tuple[str, ...]) -> np.ndarray:
+    """Prompts one after another with a gap, read-only and shared: the same sequence (the
+    welcome, the menu) is one array for every call, so the mixer converts it once."""
+    pcm = np.concatenate([part for n in names for part in (prompts.load(n, PROMPT_RATE), PROMPT_GAP)])
+    pcm.setflags(write=False)
+    return pcm
 
 
 @dataclass(slots=True, kw_only=True)
@@ -230,10 +240,7 @@ class MeetingsApplication:
         live = self.calls.get(call_id)
         if live is None:
             return 0.0
-        parts: list[np.ndarray] = []
-        for n in names:
-            parts += [prompts.load(n, PROMPT_RATE), PROMPT_GAP]
-        pcm = np.concatenate(parts)
+        pcm = _prompt_sequence(tuple(names))
         if live.prompt is not None:
             live.prompt.stop()
         live.prompt = self.media.conference(live.conference_key).play(call_id, pcm, PROMPT_RATE)

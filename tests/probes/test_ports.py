@@ -46,7 +46,7 @@ async def test_gateway_tls_policy_passes(daemon) -> None:
     assert tls["non_forward_secret"]["accepted"] is False
     cert = tls["certificate"]
     assert cert["self_signed"] and cert["name_matches"] and not cert["trusted"]
-    assert cert["days_left"] > 14 and cert["key"] == "RSA 2048"
+    assert cert["days_left"] > 14 and cert["key"] == "EC secp256r1"  # the ECDSA pair: this client verifies ECDSA
     assert tls["chain"] and tls["chain"][0]["depth"] == 0
     names = {c["name"] for c in d["checks"]}
     assert {"tls 1.1 refused", "tls 1.0 refused", "non-forward-secret suite refused",
