@@ -126,11 +126,11 @@ def bench_codec(seconds: float) -> dict[str, Any]:
 
 
 async def bench_calls(n_calls: int) -> dict[str, Any]:
+    from benchmarks.load.h323_endpoint import EpState, H323Caller, Mode
     from gateway.h323.service import H323Service, H323Settings
     from gateway.rtp.plane import MediaPlane
     from gateway.rtp.ports import PortRange
     from tests.h323.apps import RecordingApp
-    from benchmarks.load.h323_endpoint import EpState, H323Caller, Mode
 
     h323_range = PortRange(low=62000, high=63999)
     plane = MediaPlane(

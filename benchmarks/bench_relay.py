@@ -25,8 +25,15 @@ Setup (INTEROP.md gotcha 5): many streams at realistic per-stream rates, not one
   streams for good.
 - rtpengine: userspace only (``--table=-1``), one thread, calls set up over the ng
   protocol (bencoded offer/answer over UDP).
+- Our relay runs three ways, each in its own process: ``gateway`` (the default: every
+  relayed leg on the relay hub, one epoll reader and one native call per wake-up,
+  gateway.rtp.relayhub), ``gateway_per_leg`` (the same plane with ``VTCGW_NO_RELAY_HUB=1``:
+  one recvmmsg batch reader per leg, the relay before the hub) and ``gateway_recvfrom`` (no
+  batch I/O). Each relay process tunes the collector as the daemon does
+  (gateway.daemon.tune_runtime). ``cpu_us_per_packet`` in every step and latency run is the
+  relay's CPU time over the packets delivered.
 
-    python -m benchmarks.bench_relay [--quick]
+    python -m benchmarks.bench_relay [--quick] [--relays gateway,gateway_per_leg,rtpengine]
 """
 
 from __future__ import annotations
@@ -55,7 +62,14 @@ STAMP = slice(12, 28)
 LATENCY_SLOT = 0.0005  # the latency runs send every 0.5 ms: 5 packets per sendmmsg at 10k pps
 LATENCY_ROWS = 16  # and at most 16 per sendmmsg, so one stamp is close to each packet's send
 TWIN_PPS = 10_000  # twins (copies sent straight to the sink) per second, at most
-LATENCY_PATHS = ("direct_no_relay", "gateway", "rtpengine")
+LATENCY_PATHS = ("direct_no_relay", "gateway", "gateway_per_leg", "rtpengine")
+# (name, batch I/O, relay hub)
+GATEWAYS = (
+    ("gateway", True, True),
+    ("gateway_per_leg", True, False),
+    ("gateway_recvfrom", False, False),
+)
+ALL_RELAYS = (*(g[0] for g in GATEWAYS), "rtpengine")
 LATENCY_NOTE = (
     "one_way_us: sink kernel receive time (SO_TIMESTAMPNS) - the sender's CLOCK_REALTIME stamp "
     "taken just before the sendmmsg (<= 16 packets) that carried the packet; it includes the "
@@ -214,8 +228,15 @@ class GatewayRelay:
     """The media plane in its own process (uvloop), pinned to the relay CPU."""
 
     def __init__(
-        self, calls: int, blaster_port: int, sink_port: int, low: int, batch: bool
+        self, calls: int, blaster_port: int, sink_port: int, low: int, batch: bool, hub: bool
     ) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env.pop("VTCGW_NO_RELAY_HUB", None)
+        if not hub:
+            env["VTCGW_NO_RELAY_HUB"] = "1"
+        # the process's own counters at exit (the hub's wake-ups: packets per wake-up)
+        self.report_path = Path(f"/tmp/vtcgw-bench-relay-{os.getpid()}-{low}.json")
+        env["VTCGW_RELAY_REPORT"] = str(self.report_path)
         self.proc = subprocess.Popen(
             [
                 "taskset",
@@ -234,7 +255,7 @@ class GatewayRelay:
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env=env,
         )
         line = self.proc.stdout.readline()
         if not line:
@@ -242,6 +263,7 @@ class GatewayRelay:
         info = json.loads(line)
         self.ports: list[int] = info["ports"]
         self.batch = info["batch"]
+        self.hub = info["hub"]
 
     @property
     def pid(self) -> int:
@@ -249,6 +271,19 @@ class GatewayRelay:
 
     def stop(self) -> None:
         _terminate(self.proc)
+
+    def report(self) -> dict | None:
+        """What the process counted (after stop), with the hub's packets per wake-up."""
+        try:
+            rep = json.loads(self.report_path.read_text())
+        except (OSError, ValueError):
+            return None
+        finally:
+            self.report_path.unlink(missing_ok=True)
+        hub = rep.get("hub")
+        if hub and hub["wakeups"]:
+            hub["packets_per_wakeup"] = round(hub["accepted"] / hub["wakeups"], 2)
+        return rep
 
 
 def serve(calls: int, blaster_port: int, sink_port: int, low: int, batch: int) -> None:
@@ -307,7 +342,12 @@ def serve(calls: int, blaster_port: int, sink_port: int, low: int, batch: int) -
         plane._quality_pending(-1, warm, 8000, "PCMU")  # import-time work before measuring
         plane.quality_flush()
         plane.quality.summary(-1)
-        print(json.dumps({"ports": ports, "batch": plane.use_batch}), flush=True)
+        from gateway.daemon import tune_runtime
+
+        tune_runtime()  # as the daemon does once started
+        hub = plane._relay_hub
+        info = {"ports": ports, "batch": plane.use_batch, "hub": hub is not None}
+        print(json.dumps(info), flush=True)
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nobody reads the pipe after this line
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -323,6 +363,14 @@ def serve(calls: int, blaster_port: int, sink_port: int, low: int, batch: int) -
                         "send_failures": sum(leg.send_failures for leg in legs),
                         "stray": sum(leg.session.stray_dropped for leg in legs),
                         "malformed": sum(leg.session.malformed_dropped for leg in legs),
+                        "hub": None
+                        if hub is None
+                        else {
+                            "wakeups": hub.wakeups,
+                            "calls": hub.calls,
+                            "accepted": hub.accepted,
+                            "fallback": hub.fallback,
+                        },
                     }
                 )
             )
@@ -471,6 +519,7 @@ class Blaster:
             "loss_pct": round(100 * loss, 3),
             "relay_cpu": round(cpu, 3),
             "pps_per_cpu_second": round(received / elapsed / cpu) if cpu > 0 else None,
+            "cpu_us_per_packet": round(1e6 * cpu * elapsed / received, 2) if received else None,
         }
 
     def _send_traced(self, idx: np.ndarray, twinned: np.ndarray, dst_rows: np.ndarray) -> int:
@@ -503,7 +552,8 @@ class Blaster:
             twins = _concat(self.twin_trace)
         finally:
             self.trace = None
-        out = {k: r[k] for k in ("offered_pps", "sent", "received", "loss_pct", "relay_cpu")}
+        keys = ("offered_pps", "sent", "received", "loss_pct", "relay_cpu", "cpu_us_per_packet")
+        out = {k: r[k] for k in keys}
         out |= {"streams": len(ports), "twinned_streams": len(ports[:: self.twin_every])}
         _, i, j = np.intersect1d(got[0][:, 1], twins[0][:, 1], return_indices=True)
         out["one_way_us"] = _percentiles(got[1] - got[0][:, 0])
@@ -633,11 +683,24 @@ def _added_latency(paths: dict[str, dict]) -> dict:
             "difference_of_percentiles": {k: round(one_way[k] - direct[k], 1) for k in keys},
             "per_packet_vs_twin": {k: twin.get(k) for k in keys},
         }
-    gw, re_ = out.get("gateway_added_us"), out.get("rtpengine_added_us")
-    if gw and re_:
-        out["ratio_gateway_to_rtpengine_added"] = {
-            how: {k: _ratio(gw[how][k], re_[how][k]) for k in keys} for how in gw
+    re_ = out.get("rtpengine_added_us")
+    for name in ("gateway", "gateway_per_leg"):
+        gw = out.get(f"{name}_added_us")
+        if gw and re_:
+            out[f"ratio_{name}_to_rtpengine_added"] = {
+                how: {k: _ratio(gw[how][k], re_[how][k]) for k in keys} for how in gw
+            }
+    # one line per relay: per-packet added latency (vs twin) and CPU per packet
+    out["summary"] = {
+        name: {
+            **{k: out[f"{name}_added_us"]["per_packet_vs_twin"][k] for k in keys},
+            "cpu_us_per_packet": paths[name].get("cpu_us_per_packet"),
+            "loss_pct": paths[name].get("loss_pct"),
         }
+        for name in paths
+        if f"{name}_added_us" in out
+    }
+    gw = out.get("gateway_added_us")
     if gw and gw["per_packet_vs_twin"]["p99"] is not None:
         out["gateway_p99_added_under_1ms"] = gw["per_packet_vs_twin"]["p99"] < 1000
     return out
@@ -684,7 +747,7 @@ def latency(blaster: Blaster, relays: dict, rate: int, streams: int, seconds: fl
     return out
 
 
-def run(quick: bool) -> dict:
+def run(quick: bool, only: tuple[str, ...] = ALL_RELAYS) -> dict:
     """All relays stay up; each offered rate is measured on each relay in turn, so the
     machine's background load hits them alike. A relay leaves the sweep after two lossy steps."""
     calls = 200 if quick else 500
@@ -712,18 +775,26 @@ def run(quick: bool) -> dict:
         "direct_no_relay": ([blaster.rx_port] * calls, os.getpid())
     }
     stoppers = []
+    reports: dict[str, GatewayRelay] = {}
     try:
         span = 4 * calls + 400
-        for i, (name, batch) in enumerate((("gateway", True), ("gateway_recvfrom", False))):
+        if "rtpengine" not in only or "gateway" not in only:
+            raise ValueError("the run needs gateway and rtpengine (ceiling, ratios)")
+        for i, (name, batch, hub) in enumerate(GATEWAYS):
+            if name not in only:
+                continue
             gw = GatewayRelay(
-                calls, blaster.tx_port, blaster.rx_port, low=20000 + i * span, batch=batch
-            )
+                calls, blaster.tx_port, blaster.rx_port, low=20000 + i * span, batch=batch,
+                hub=hub,
+            )  # fmt: skip
             stoppers.append(gw.stop)
+            reports[name] = gw
             out[f"{name}_batch_io"] = gw.batch
+            out[f"{name}_relay_hub"] = gw.hub
             relays[name] = (gw.ports, gw.pid)
 
         def fresh_rtpengine() -> Rtpengine:
-            rte = Rtpengine(20000 + 2 * span, 20000 + 3 * span)
+            rte = Rtpengine(20000 + 3 * span, 20000 + 4 * span)
             stoppers.append(rte.stop)
             relays["rtpengine"] = (rte.setup_calls(calls, blaster.tx_port, blaster.rx_port), rte.pid)
             return rte
@@ -779,9 +850,12 @@ def run(quick: bool) -> dict:
             stop()
         blaster.close()
         os.sched_setaffinity(0, mine)
+        for name, gw in reports.items():
+            out[f"{name}_process_counters"] = gw.report()
     r = out["rtpengine"]["loss_free_ceiling_pps"]
     re_eff = out["rtpengine"]["best_loss_free_pps_per_cpu_second"]
-    for name in ("gateway", "gateway_recvfrom"):
+    ours = [n for n, _b, _h in GATEWAYS if n in out]
+    for name in ours:
         g = out[name]["loss_free_ceiling_pps"]
         out[f"ratio_{name}_to_rtpengine_ceiling"] = round(g / r, 3) if r else None
         eff = out[name]["best_loss_free_pps_per_cpu_second"]
@@ -789,7 +863,7 @@ def run(quick: bool) -> dict:
             round(eff / re_eff, 3) if eff and re_eff else None
         )
     re_b = out["rtpengine_burst"]["pps_per_core"]
-    for name in ("gateway", "gateway_recvfrom"):
+    for name in ours:
         g_b = out[f"{name}_burst"]["pps_per_core"]
         out[f"ratio_{name}_to_rtpengine_burst_pps_per_core"] = (
             round(g_b / re_b, 3) if g_b and re_b else None
@@ -802,6 +876,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
     ap.add_argument(
+        "--relays",
+        default=",".join(ALL_RELAYS),
+        help="comma-separated subset of %(default)s (gateway and rtpengine are required)",
+    )
+    ap.add_argument(
         "--serve",
         nargs=5,
         type=int,
@@ -812,7 +891,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve:
         serve(*args.serve)
         return 0
-    print(json.dumps(run(args.quick), indent=2))
+    print(json.dumps(run(args.quick, tuple(args.relays.split(","))), indent=2))
     return 0
 
 

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.load.h323_endpoint import EndpointCore, EpState, Mode
 from gateway.h323 import asn1, q931
 from gateway.h323 import call as c
 from gateway.h323 import h245 as h
@@ -17,7 +18,6 @@ from gateway.h323.faststart import decode_proposals, select
 from gateway.h323.q931 import MessageType
 from gateway.h323.tpkt import TpktReader, frame
 from gateway.rtp.types import MediaKind
-from benchmarks.load.h323_endpoint import EndpointCore, EpState, Mode
 
 G722 = m.MediaCapability(format=m.MediaFormat.G722)
 PCMU = m.MediaCapability(format=m.MediaFormat.PCMU)

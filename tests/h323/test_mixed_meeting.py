@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.load.h323_endpoint import PCMU, EpState, H323Caller, Mode
 from gateway.h323.service import H323Service, H323Settings
 from gateway.rtp.codecs import AudioCodec
 from gateway.rtp.plane import MediaPlane
 from gateway.rtp.types import Codec
 from gateway.sip.service import SipService
 from tests.h323.apps import RecordingApp, port_ranges
-from benchmarks.load.h323_endpoint import PCMU, EpState, H323Caller, Mode
 from tests.peers import levels, tone_level, tone_wav
 from tests.sip.peers import run_agent, settings_for_tests
 

@@ -8,13 +8,13 @@ import dataclasses
 import numpy as np
 import pytest
 
+from benchmarks.load.h323_endpoint import PCMU, EpState, H323Caller, Mode
 from gateway.calls import Admission, DigitSource
 from gateway.h323 import messages as m
 from gateway.h323.service import H323Service
 from gateway.rtp.codecs import AudioCodec
 from gateway.rtp.types import Codec
 from tests.h323.apps import RecordingApp
-from benchmarks.load.h323_endpoint import PCMU, EpState, H323Caller, Mode
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.load.h323_endpoint import EpState, H323Caller, Mode
 from gateway.h323 import messages as m
 from tests.conftest import require_binary
 from tests.h323.apps import RecordingApp
-from benchmarks.load.h323_endpoint import EpState, H323Caller, Mode
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(60)]
 
