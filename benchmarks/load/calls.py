@@ -235,12 +235,19 @@ async def run_calls(plan: LoadPlan) -> dict[str, Any]:
         "info_failures": info_failures,
         "answers_without_audio": media_missing,
     }
+    return finish_report(report, engine, plan.quality_log, set(tasks))
+
+
+def finish_report(report: dict[str, Any], engine: Any, quality_log: Path | None,
+                  call_ids: set[str]) -> dict[str, Any]:
+    """The tail every run shares: the generator's receive statistics (the engine is closed
+    here) and the MOS the gateway logged for these calls (by the gateway's call ids)."""
     if engine is not None:
         engine.settle()
         report["rtp_received"] = engine.report()
         engine.close()
-    if plan.quality_log is not None:
-        report["gateway_quality"] = quality_log_mos(plan.quality_log, set(tasks))
+    if quality_log is not None:
+        report["gateway_quality"] = quality_log_mos(quality_log, call_ids)
     return report
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from benchmarks.load import rfc6076
-from benchmarks.load.calls import LoadPlan, plan_call, quality_log_mos
+from benchmarks.load.calls import LoadPlan, finish_report, plan_call
 from benchmarks.load.h323_endpoint import PCMU, EndpointCore, EpState, Mode, _Stream
 from benchmarks.load.uac import CallRecord
 from gateway.h323 import messages as m
@@ -73,13 +73,13 @@ async def run_h323_calls(plan: LoadPlan) -> dict[str, Any]:
     def on_data(c: _H323Call) -> Callable[[bytes], None]:
         def feed(data: bytes) -> None:
             assert c.core is not None
-            before = c.core.state
+            before, seen = c.core.state, len(c.core.received)
             c.core.receive_data(data)
             now = time.monotonic()
             r = c.record
             after = c.core.state
-            got = [name for name, _ in c.core.received]
-            if r.first_response_at is None and ("ALERTING" in got or "CONNECT" in got):
+            got = {name for name, _ in c.core.received[seen:]}  # what this chunk brought
+            if r.first_response_at is None and got & {"ALERTING", "CONNECT"}:
                 r.first_response_at = now
             if after is EpState.CONNECTED and before is not EpState.CONNECTED:
                 r.final_status, r.final_at = 200, now
@@ -210,15 +210,9 @@ async def run_h323_calls(plan: LoadPlan) -> dict[str, Any]:
         "stuck_calls": stuck,
         "answers_without_audio": media_missing,
     }
-    if engine is not None:
-        engine.settle()
-        report["rtp_received"] = engine.report()
-        engine.close()
-    if plan.quality_log is not None:
-        # the gateway names an H.323 call by its H.225.0 callIdentifier GUID
-        guids = {c.core.guid.hex() for c in calls.values() if c.core is not None}
-        report["gateway_quality"] = quality_log_mos(plan.quality_log, guids)
-    return report
+    # the gateway names an H.323 call by its H.225.0 callIdentifier GUID
+    guids = {c.core.guid.hex() for c in calls.values() if c.core is not None}
+    return finish_report(report, engine, plan.quality_log, guids)
 
 
 def _close(c: _H323Call) -> None:
