@@ -423,7 +423,7 @@ def _ramp(
 
 
 def run(quick: bool = False) -> dict[str, Any]:
-    full = [100, 200, 300, 400, 600, 800, 1000, 1250, 1500, 2000]
+    full = [100, 200, 300, 400, 600, 800, 1000, 1250, 1500, 2000, 2500, 3000, 4000]
     rates = [100, 250, 500, 1000] if quick else full
     seconds = 2.0 if quick else 3.0
     result: dict[str, Any] = {
