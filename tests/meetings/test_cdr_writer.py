@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,24 @@ def test_close_writes_what_is_queued(tmp_path: Path) -> None:
     futs = [writer.submit(_record(i)) for i in range(20)]
     writer.close(20)
     assert all(f.done() and f.result().exists() for f in futs)
+
+
+def test_records_arriving_within_the_gather_window_share_one_commit(tmp_path: Path) -> None:
+    # a steady trickle (one call ending every few ms) must not cost two syncfs per record
+    writer = CdrWriter(tmp_path, gather_s=30.0)
+    first = writer.submit(_record(1))
+    time.sleep(0.05)  # the writer thread has long woken for the first record by now
+    second = writer.submit(_record(2))
+    writer.close(10)  # ends the window at once: what is queued is written
+    assert first.result(timeout=1).exists() and second.result(timeout=1).exists()
+    assert writer.commits == 1
+
+
+def test_a_cdr_file_is_one_compact_json_line(tmp_path: Path) -> None:
+    writer = CdrWriter(tmp_path)
+    path = writer.submit(_record(4)).result(timeout=10)
+    writer.close(10)
+    text = path.read_text()
+    assert text.endswith("\n") and text.count("\n") == 1
+    assert json.loads(text)["CdrId"]
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
