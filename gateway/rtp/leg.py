@@ -197,6 +197,9 @@ class RtpLeg:
             self._srtp = None
         old_dest = self.session.rtp_dest
         self.session.configure(cfg, time.monotonic())
+        engine = self.plane._mix_engine
+        if engine is not None:  # the mix engine carries this leg's fast path: look again
+            engine.leg_changed(self)
         if self.session.rtp_dest != old_dest and self.kind is MediaKind.AUDIO:
             self._keepalive()
         self._flush()
@@ -258,6 +261,9 @@ class RtpLeg:
         hub = self.plane._relay_hub
         if hub is not None:  # off the relay hub (figures folded in) before the socket closes
             hub.leave(self, closing=True)
+        engine = self.plane._mix_engine
+        if engine is not None:  # nor may the mix engine read its fd once it is closed
+            engine.leg_closed(self)
         self.session.bye(time.monotonic())
         self._flush()
         self.closed = True

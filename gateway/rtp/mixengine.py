@@ -24,9 +24,13 @@ meetings together:
 The AudioMixer stays the registry of members (codec, mute, lobby, prompts, ts offset), so
 ``Conference.play``/``set_muted``/... work unchanged. Per-leg state that the legs' sessions
 report (packet log rows for reception statistics and MOS, counters, sequence numbers) is
-moved into the sessions every ``SYNC_TICKS`` ticks (a 25th of the legs each tick), when a
+moved into the sessions every ``SYNC_TICKS`` ticks (a 40th of the legs each tick), when a
 packet log is half full, when ``leg.stats()`` is read and when a leg leaves the engine.
-Re-configuration (codec, direction, SRTP, a video leg) is looked at every ``CHECK_TICKS``.
+A leg tells the engine when it is re-configured (codec, direction, SRTP: ``leg_changed``)
+or closed (``leg_closed``: its socket is never read again, even before the next tick), and
+a new latch shows in the fallback rows; so the per-tick work does not grow with legs that
+did not change. A slow sweep over every slot and meeting, a ``CHECK_TICKS``-th per tick,
+stays as the safety net (a video leg, anything the notices missed).
 Each tick reports its duration and lateness to ``plane.on_tick`` (the daemon's
 ``ConferenceTickSeconds`` / ``ConferenceTickLatenessSeconds``). ``VTCGW_NO_MIX_ENGINE=1``
 turns the engine off (every meeting on its own tick).
@@ -61,8 +65,8 @@ log = structlog.get_logger(__name__)
 
 FRAME = tr.SLOT  # samples per 20 ms frame at 8 kHz
 PKT = 12 + FRAME
-SYNC_TICKS = 25  # move logs/counters into the sessions every 0.5 s
-CHECK_TICKS = 5  # notice re-configuration, re-latching, SRTP every 100 ms
+SYNC_TICKS = 40  # move logs/counters into the sessions every 0.8 s (LOG_ROWS has room)
+CHECK_TICKS = 50  # the safety-net sweep: each slot and meeting looked at once a second
 LAWS = ("PCMU", "PCMA")
 
 
@@ -105,6 +109,8 @@ class MixEngine:
         self._by_conf: dict[str, dict[str, _Slot]] = {}  # meeting key -> pid -> slot
         self.conferences: dict[str, Conference] = {}
         self._dirty = True
+        self._closed: list[_Slot] = []  # legs closed since the last tick (leg_closed)
+        self._recheck: set[str] = set()  # meetings with a re-configured leg (leg_changed)
         self._task: asyncio.Task[None] | None = None
         tabs = [_g711_tables(n) for n in LAWS]
         self._dtab = np.ascontiguousarray(np.stack([d for d, _ in tabs]).astype(np.int16))
@@ -180,6 +186,21 @@ class MixEngine:
     def changed(self) -> None:
         """Mute, lobby or prompts changed somewhere: rebuild the per-row flags."""
         self._dirty = True
+
+    def leg_changed(self, leg: RtpLeg) -> None:
+        """The leg was re-configured: its meeting is looked at on the next tick."""
+        s = self._by_leg.get(leg.id)
+        if s is not None:
+            self._recheck.add(s.conf.key)
+
+    def leg_closed(self, leg: RtpLeg) -> None:
+        """The leg is closing (before its sockets do): never read or send on its fd again;
+        it leaves the engine on the next tick."""
+        s = self._by_leg.get(leg.id)
+        if s is not None:
+            self.a.fds[s.idx] = -1
+            self._send_fd[s.idx] = -1
+            self._closed.append(s)
 
     def _assign(self, conf: Conference, pid: str, leg: RtpLeg, m: _Member) -> None:
         law = g711_law(m.codec.fmt.name)
@@ -287,33 +308,56 @@ class MixEngine:
 
     # ----- periodic bookkeeping ------------------------------------------------------
     def _check(self, now: float, phase: int) -> None:
-        """Re-configured legs (codec, SRTP, video) go back through the conference's rules;
-        each call looks at one CHECK_TICKS-th of the meetings and slots (spread over ticks)."""
+        """The safety-net sweep: one CHECK_TICKS-th of the meetings and slots per call."""
         for k, conf in enumerate(list(self.conferences.values())):
-            if k % CHECK_TICKS != phase:
-                continue
-            changed = False
-            for p in list(conf._parts.values()):
-                leg = p.audio
-                if (leg is not None and leg.config is not p.audio_cfg) or (p.video is not None):
-                    slot = self._by_leg.get(leg.id) if leg is not None else None
-                    if slot is not None:
-                        self._write_back(slot)
-                    conf._sync(p, now)
-                    changed = True
-            if changed:
-                conf._schedule()
-                if conf.key in self.conferences:
-                    self.refresh(conf)
+            if k % CHECK_TICKS == phase:
+                self._check_conference(conf, now)
         for i in range(phase, len(self._slots), CHECK_TICKS):
             s = self._slots[i]
-            if s is None:
-                continue
-            if s.leg.closed or s.leg._srtp is not None:
+            if s is not None:
+                self._check_one(s)
+
+    def _check_noticed(self, now: float) -> None:
+        """What the legs told us since the last tick: closed legs leave, re-configured
+        meetings go back through the conference's rules."""
+        closed, self._closed = self._closed, []
+        for s in closed:
+            if self._slots[s.idx] is s:
                 self._release(s)
                 s.conf._schedule()
-            else:
-                self._check_slot(s)
+        keys, self._recheck = self._recheck, set()
+        for key in keys:
+            conf = self.conferences.get(key)
+            if conf is None:
+                continue
+            self._check_conference(conf, now)
+            for s in list(self._by_conf.get(key, {}).values()):
+                self._check_one(s)
+
+    def _check_conference(self, conf: Conference, now: float) -> None:
+        """Re-configured legs (codec, SRTP, video) go back through the conference's rules."""
+        changed = False
+        for p in list(conf._parts.values()):
+            leg = p.audio
+            if (leg is not None and leg.config is not p.audio_cfg) or (p.video is not None):
+                slot = self._by_leg.get(leg.id) if leg is not None else None
+                if slot is not None:
+                    self._write_back(slot)
+                conf._sync(p, now)
+                changed = True
+        if changed:
+            conf._schedule()
+            if conf.key in self.conferences:
+                self.refresh(conf)
+
+    def _check_one(self, s: _Slot) -> None:
+        if self._slots[s.idx] is not s:
+            return  # left the engine while its meeting was looked at
+        if s.leg.closed or s.leg._srtp is not None:
+            self._release(s)
+            s.conf._schedule()
+        else:
+            self._check_slot(s)
 
     def _watch_out(self, s: _Slot) -> None:
         """The engine's view of the sequence (DTMF loss-run watch) into the session."""
@@ -336,11 +380,12 @@ class MixEngine:
             log_.commit(k)
             a.log_n[i] = 0
         js = a.js[i]
-        n = int(js[tr.JS_RX_PACKETS])
+        v = js.tolist()  # one conversion, not one NumPy scalar per field
+        n = v[tr.JS_RX_PACKETS]
         if n:
             ses.rx_packets += n
-            ses.rx_bytes += int(js[tr.JS_RX_BYTES])
-            ses.last_rx_at = int(js[tr.JS_LAST_ARRIVAL]) / 1e9
+            ses.rx_bytes += v[tr.JS_RX_BYTES]
+            ses.last_rx_at = v[tr.JS_LAST_ARRIVAL] / 1e9
             js[tr.JS_RX_PACKETS] = js[tr.JS_RX_BYTES] = 0
         sent = int(self._tx_packets[i])
         if sent:
@@ -353,9 +398,8 @@ class MixEngine:
             self._tx_packets[i] = 0
         ses.seq = int(self._seq[i])
         jb = s.member.jb
-        jb.late, jb.duplicates, jb.lost = (int(js[tr.JS_LATE]), int(js[tr.JS_DUP]),
-                                           int(js[tr.JS_LOST]))  # fmt: skip
-        jb.underruns, jb.overflows = int(js[tr.JS_UNDERRUNS]), int(js[tr.JS_OVERFLOWS])
+        jb.late, jb.duplicates, jb.lost = v[tr.JS_LATE], v[tr.JS_DUP], v[tr.JS_LOST]
+        jb.underruns, jb.overflows = v[tr.JS_UNDERRUNS], v[tr.JS_OVERFLOWS]
 
     def sync_leg(self, leg: RtpLeg) -> None:
         """Bring one leg's session up to date (its stats are being read)."""
@@ -459,10 +503,7 @@ class MixEngine:
     def tick(self, now: float) -> None:
         """One 20 ms step for every engine meeting."""
         self.ticks += 1
-        for s in list(self._by_leg.values()):  # a closed socket must never be read again
-            if s.leg.closed:
-                self._release(s)
-                s.conf._schedule()
+        self._check_noticed(now)
         self._check(now, self.ticks % CHECK_TICKS)
         a = self.a
         self._receive(time.monotonic_ns())

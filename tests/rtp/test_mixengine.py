@@ -160,3 +160,58 @@ async def test_a_leg_we_only_send_to_is_not_mixed(plane):
         for p in parties:
             conf.leave(p.name)
             p.dev.close()
+
+
+async def test_a_closed_leg_is_never_read_again_and_leaves_on_the_next_tick(plane):
+    """Closing a leg takes its fd out of the engine at once (a closed fd number can be reused
+    by the next socket); the slot is released on the next tick, the others carry on."""
+    parties = [Party(plane, n) for n in TONES]
+    conf = plane.conference("fast5")
+    try:
+        for p in parties:
+            conf.join(p.name, audio=p.leg, video=None)
+        engine = plane.mix_engine
+        await run_senders(parties, 10)
+        c = parties[2]
+        slot = engine._by_leg[c.leg.id]
+        c.leg.close()
+        assert engine.a.fds[slot.idx] == -1 and engine._send_fd[slot.idx] == -1  # before any tick
+        ticks = engine.ticks
+        await _until(lambda: c.leg.id not in engine._by_leg, 2.0)
+        assert engine.ticks - ticks <= 2
+        conf.leave("c")
+        for p in parties[:2]:
+            p.received.clear()
+        await run_senders(parties[:2], 40)
+        for p in parties[:2]:
+            assert_hears_others(p, parties[:2])
+    finally:
+        for p in parties:
+            conf.leave(p.name)
+            p.dev.close()
+
+
+async def test_a_reconfigured_leg_is_looked_at_on_the_next_tick(plane):
+    """A re-INVITE (here: the device goes on hold) reaches the engine through leg_changed,
+    not after the once-a-second safety sweep."""
+    from gateway.rtp.mixengine import CHECK_TICKS
+    from gateway.rtp.types import Direction
+
+    parties = [Party(plane, n) for n in TONES]
+    conf = plane.conference("fast6")
+    try:
+        for p in parties:
+            conf.join(p.name, audio=p.leg, video=None)
+        engine = plane.mix_engine
+        await run_senders(parties, 10)
+        c = parties[2]
+        slot = engine._by_leg[c.leg.id]
+        assert engine.a.expect[slot.idx].any()  # latched: its media is taken on the fast path
+        ticks = engine.ticks
+        c.leg.configure(c.dev.config(direction=Direction.SENDONLY))
+        await _until(lambda: not engine.a.expect[slot.idx].any(), 2.0)
+        assert engine.ticks - ticks <= 2 < CHECK_TICKS
+    finally:
+        for p in parties:
+            conf.leave(p.name)
+            p.dev.close()
