@@ -9,8 +9,11 @@ nothing; a row is marked delivered only after a 2xx, and the event id travels as
 Envelope (SPEC.md): ``{version, id, detail-type, source, account, time, region,
 resources, detail}``. Signature: ``X-Vtcgw-Signature: v1=<hex HMAC-SHA256(secret,
 "<X-Vtcgw-Timestamp>." + body)>``, so a receiver can check both origin and age.
-Retries back off exponentially from 1 s to 5 min; after ``max_attempts`` a row is
-marked failed and logged.
+Delivery is in order per URL: only the oldest pending row of a URL is tried, and while it
+fails the rows behind it wait (a receiver never sees a meeting end before it started).
+Retries of that head row back off exponentially from 1 s to 5 min; after ``max_attempts`` it
+is marked failed and logged, and the next row goes. A restarted gateway retries pending
+rows at once: the old process's back-off says nothing about whether the receiver is back.
 """
 
 from __future__ import annotations
@@ -99,6 +102,9 @@ class Outbox:
 
     async def start(self) -> None:
         if self.urls:
+            with self._db:
+                self._db.execute("UPDATE outbox SET next_attempt = ? WHERE delivered_at IS NULL"
+                                 " AND failed_at IS NULL", (time.time(),))
             self._task = asyncio.get_running_loop().create_task(self._run(), name="webhook-outbox")
 
     async def close(self, *, flush_s: float = 2.0) -> None:
@@ -115,19 +121,18 @@ class Outbox:
         self._db.close()
 
     def _due_in(self) -> float | None:
+        """Seconds until the first URL's oldest pending row is due (None: nothing pending)."""
         row = self._db.execute(
-            "SELECT min(next_attempt) FROM outbox WHERE delivered_at IS NULL AND failed_at IS NULL").fetchone()
+            "SELECT min(o.next_attempt) FROM outbox o WHERE o.delivered_at IS NULL AND o.failed_at IS NULL"
+            " AND o.seq = (SELECT min(p.seq) FROM outbox p WHERE p.url = o.url"
+            " AND p.delivered_at IS NULL AND p.failed_at IS NULL)").fetchone()
         return None if row[0] is None else max(0.0, row[0] - time.time())
 
     async def _run(self) -> None:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.timeout_s)) as http:
             while True:
-                rows = self._db.execute(
-                    "SELECT seq, event_id, url, body, attempts FROM outbox WHERE delivered_at IS NULL"
-                    " AND failed_at IS NULL AND next_attempt <= ? ORDER BY seq LIMIT 100",
-                    (time.time(),)).fetchall()
-                for seq, event_id, url, body, attempts in rows:
-                    await self._send(http, seq, event_id, url, body, attempts)
+                for url in self.urls:
+                    await self._drain(http, url)
                 self._wake.clear()
                 wait = self._due_in()
                 try:
@@ -135,8 +140,21 @@ class Outbox:
                 except TimeoutError:
                     pass
 
+    async def _drain(self, http: aiohttp.ClientSession, url: str) -> None:
+        """Send one URL's pending rows oldest first, stopping at one that is not due yet or
+        fails (its back-off then holds the rows behind it)."""
+        rows = self._db.execute(
+            "SELECT seq, event_id, body, attempts, next_attempt FROM outbox WHERE url = ?"
+            " AND delivered_at IS NULL AND failed_at IS NULL ORDER BY seq LIMIT 100", (url,)).fetchall()
+        for seq, event_id, body, attempts, next_attempt in rows:
+            if next_attempt > time.time():
+                return
+            if not await self._send(http, seq, event_id, url, body, attempts):
+                return
+
     async def _send(self, http: aiohttp.ClientSession, seq: int, event_id: str, url: str,
-                    body: bytes, attempts: int) -> None:
+                    body: bytes, attempts: int) -> bool:
+        """One attempt; True when the row is settled (delivered, or given up on)."""
         ts = str(int(time.time()))
         headers = {"Content-Type": "application/json", "Idempotency-Key": event_id,
                    "X-Vtcgw-Timestamp": ts, "X-Vtcgw-Signature": sign(self.secret, ts, body)}
@@ -151,16 +169,17 @@ class Outbox:
                 self._db.execute("UPDATE outbox SET delivered_at = ?, attempts = ? WHERE seq = ?",
                                  (time.time(), attempts + 1, seq))
             self.delivered += 1
-            return
+            return True
         attempts += 1
         if attempts >= self.max_attempts:
             with self._db:
                 self._db.execute("UPDATE outbox SET failed_at = ?, attempts = ? WHERE seq = ?",
                                  (time.time(), attempts, seq))
             log.error("webhook gave up", url=url, event_id=event_id, last=str(status))
-            return
+            return True
         delay = min(300.0, 2.0 ** (attempts - 1))
         with self._db:
             self._db.execute("UPDATE outbox SET attempts = ?, next_attempt = ? WHERE seq = ?",
                              (attempts, time.time() + delay, seq))
         log.warning("webhook retry", url=url, event_id=event_id, status=str(status), retry_in_s=delay)
+        return False
