@@ -198,6 +198,7 @@ class MixEngine:
         it leaves the engine on the next tick."""
         s = self._by_leg.get(leg.id)
         if s is not None:
+            self._sync_slot(s, time.monotonic())  # its rows into the session while it has sinks
             self.a.fds[s.idx] = -1
             self._send_fd[s.idx] = -1
             self._closed.append(s)

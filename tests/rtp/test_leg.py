@@ -273,3 +273,31 @@ async def test_srtp_with_rtcp_mux(plane, device):
     report = parse_rtcp(dev_rx.unprotect_rtcp(await device.recv()))  # back on the RTP port
     assert report[0].reports[0].ssrc == device.ssrc
     assert leg.srtp_failures == 0
+
+
+async def test_a_closed_leg_is_freed_without_the_cycle_collector(plane, device):
+    """Media flowed, stats were read, the leg closed: once the plane lets go, reference
+    counting alone frees it (no cycle left for a collector pass to sweep under load), and its
+    last packets still reached the quality figures read after close."""
+    import gc
+    import weakref
+
+    leg = plane.open_leg("c-free", MediaKind.AUDIO, Pool.SIP)
+    leg.on_dtmf = lambda digit, suspect: None
+    leg.configure(device.config())
+    for i in range(20):
+        device.send(device.packet(b"\xff" * 160), leg.local_rtp_port)
+    for _ in range(100):
+        if leg.session.rx_packets + len(leg.session.log) >= 20:
+            break
+        await asyncio.sleep(0.01)
+    gc.disable()
+    try:
+        leg.close()
+        assert leg.stats().cust2vc.rtp_packets == 20  # final figures, read after close
+        ref = weakref.ref(leg)
+        del leg
+        await asyncio.sleep(0)  # let the loop drop what it held for the closed sockets
+        assert ref() is None
+    finally:
+        gc.enable()
