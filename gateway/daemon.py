@@ -255,7 +255,7 @@ async def serve(config: Config, *, shutdown_trigger: asyncio.Event | None = None
     return 0
 
 
-GC_THRESHOLDS = (10_000, 50, 100)
+GC_THRESHOLDS = (10_000, 5, 1_000)
 
 
 def tune_runtime() -> None:
@@ -264,6 +264,11 @@ def tune_runtime() -> None:
     allocations instead of 700. Every call allocates thousands of short-lived objects (parsed
     headers, transactions, SDP); with the defaults each call paid several young passes plus
     full passes over every live transaction (~6% of call set-up in bench_sip's profile).
+    The middle generation is collected every 5 young passes: each survivor (transactions
+    lingering for Timer I/J) is scanned by exactly one such pass whatever the threshold, so a
+    small one splits the same work into short pauses; at 50, 2,000 calls/s over UDP piled
+    260,000 objects into one 120 ms pause, the SRD p99. Full passes stay as rare as before
+    (every 5,000 young passes).
     (The malloc side is set at process start: gateway.cli.fix_mmap_threshold.)"""
     gc.collect()
     gc.freeze()
