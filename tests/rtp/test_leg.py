@@ -285,7 +285,7 @@ async def test_a_closed_leg_is_freed_without_the_cycle_collector(plane, device):
     leg = plane.open_leg("c-free", MediaKind.AUDIO, Pool.SIP)
     leg.on_dtmf = lambda digit, suspect: None
     leg.configure(device.config())
-    for i in range(20):
+    for _ in range(20):
         device.send(device.packet(b"\xff" * 160), leg.local_rtp_port)
     for _ in range(100):
         if leg.session.rx_packets + len(leg.session.log) >= 20:
