@@ -5,6 +5,7 @@ a participant needs the per-meeting path (video)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import numpy as np
 import pytest
@@ -162,16 +163,26 @@ async def test_a_leg_we_only_send_to_is_not_mixed(plane):
             p.dev.close()
 
 
-async def test_a_closed_leg_is_never_read_again_and_leaves_on_the_next_tick(plane):
-    """Closing a leg takes its fd out of the engine at once (a closed fd number can be reused
-    by the next socket); the slot is released on the next tick, the others carry on."""
+@contextlib.asynccontextmanager
+async def _running_meeting(plane, key: str):
+    """The three tone parties in one fast-path meeting, media flowing; left and closed after."""
     parties = [Party(plane, n) for n in TONES]
-    conf = plane.conference("fast5")
+    conf = plane.conference(key)
     try:
         for p in parties:
             conf.join(p.name, audio=p.leg, video=None)
-        engine = plane.mix_engine
         await run_senders(parties, 10)
+        yield parties, conf, plane.mix_engine
+    finally:
+        for p in parties:
+            conf.leave(p.name)
+            p.dev.close()
+
+
+async def test_a_closed_leg_is_never_read_again_and_leaves_on_the_next_tick(plane):
+    """Closing a leg takes its fd out of the engine at once (a closed fd number can be reused
+    by the next socket); the slot is released on the next tick, the others carry on."""
+    async with _running_meeting(plane, "fast5") as (parties, conf, engine):
         c = parties[2]
         slot = engine._by_leg[c.leg.id]
         c.leg.close()
@@ -185,10 +196,6 @@ async def test_a_closed_leg_is_never_read_again_and_leaves_on_the_next_tick(plan
         await run_senders(parties[:2], 40)
         for p in parties[:2]:
             assert_hears_others(p, parties[:2])
-    finally:
-        for p in parties:
-            conf.leave(p.name)
-            p.dev.close()
 
 
 async def test_a_reconfigured_leg_is_looked_at_on_the_next_tick(plane):
@@ -197,13 +204,7 @@ async def test_a_reconfigured_leg_is_looked_at_on_the_next_tick(plane):
     from gateway.rtp.mixengine import CHECK_TICKS
     from gateway.rtp.types import Direction
 
-    parties = [Party(plane, n) for n in TONES]
-    conf = plane.conference("fast6")
-    try:
-        for p in parties:
-            conf.join(p.name, audio=p.leg, video=None)
-        engine = plane.mix_engine
-        await run_senders(parties, 10)
+    async with _running_meeting(plane, "fast6") as (parties, _conf, engine):
         c = parties[2]
         slot = engine._by_leg[c.leg.id]
         assert engine.a.expect[slot.idx].any()  # latched: its media is taken on the fast path
@@ -211,7 +212,3 @@ async def test_a_reconfigured_leg_is_looked_at_on_the_next_tick(plane):
         c.leg.configure(c.dev.config(direction=Direction.SENDONLY))
         await _until(lambda: not engine.a.expect[slot.idx].any(), 2.0)
         assert engine.ticks - ticks <= 2 < CHECK_TICKS
-    finally:
-        for p in parties:
-            conf.leave(p.name)
-            p.dev.close()
