@@ -54,7 +54,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "bench-token-0123456789"
 PLATEAU_S = 20.0
-SETUP_RATES = (10, 20, 35, 50, 75, 100, 150, 200, 300, 400, 500, 650)
+SETUP_RATES = (10, 20, 35, 50, 75, 100, 150, 200, 300, 400, 500, 650, 800, 1000)
 SRD_P99_LIMIT_MS = 200.0
 SETUP_REFERENCE_CPS = 50  # setup-rate variants' per-call CPU is compared at this offered rate
 CLK_TCK = os.sysconf("SC_CLK_TCK")
