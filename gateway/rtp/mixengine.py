@@ -323,9 +323,7 @@ class MixEngine:
         meetings go back through the conference's rules."""
         closed, self._closed = self._closed, []
         for s in closed:
-            if self._slots[s.idx] is s:
-                self._release(s)
-                s.conf._schedule()
+            self._check_one(s)  # closed: it leaves (unless it already has)
         keys, self._recheck = self._recheck, set()
         for key in keys:
             conf = self.conferences.get(key)
