@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port, require_binary
+from tests.conftest import ROOT, require_binary, sipp_ports
 from tests.daemon import start_daemon
 
 pytestmark = pytest.mark.timeout(120)
@@ -24,10 +23,9 @@ MEETING = "4718203956"
 
 def sipp(target: str, scenario: str, service: str, transport: str, calls: int, hold_ms: int,
          cwd: Path, *extra: str) -> tuple[int, str]:
-    udp = socket.SOCK_DGRAM
+    sip, media, control = sipp_ports()
     cmd = [require_binary("sipp"), target, "-sf", str(SCENARIOS / scenario), "-s", service,
-           "-i", "127.0.0.1", "-p", str(free_port(udp)), "-mp", str(free_port(udp)),
-           "-cp", str(free_port(udp)), "-r", "10", "-m", str(calls), "-d", str(hold_ms),
+           "-i", "127.0.0.1", "-p", str(sip), "-mp", str(media), "-cp", str(control), "-r", "10", "-m", str(calls), "-d", str(hold_ms),
            "-t", transport, "-aa", "-nostdin", "-timeout", "60s", "-timeout_error", *extra]
     out = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=90)
     m = re.search(r"Successful call\s*\|\s*\d+\s*\|\s*(\d+)", out.stdout)

@@ -5,12 +5,11 @@ call ended with the responses the scenario expects."""
 from __future__ import annotations
 
 import re
-import socket
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT, sipp_ports
 from tests.sip.peers import run_sipp, running_gateway, settings_for_tests
 
 pytestmark = [pytest.mark.peer, pytest.mark.timeout(120)]
@@ -18,8 +17,8 @@ SCENARIOS = ROOT / "tests" / "sipp"
 
 
 def sipp_args(target: str, *extra: str, transport: str = "u1") -> list[str]:
-    return [target, "-i", "127.0.0.1", "-p", str(free_port(socket.SOCK_DGRAM)), "-mp", str(free_port(socket.SOCK_DGRAM)),
-            "-cp", str(free_port(socket.SOCK_DGRAM)), "-t", transport, "-timeout", "40s", "-timeout_error",
+    sip, media, control = sipp_ports()
+    return [target, "-i", "127.0.0.1", "-p", str(sip), "-mp", str(media), "-cp", str(control), "-t", transport, "-timeout", "40s", "-timeout_error",
             "-s", "1234567890", *extra]
 
 
